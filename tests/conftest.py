@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from rest_framework.test import APIClient
+
+from webapp.accounts.services import api_key_create
+from webapp.core.heartbeat import KEY_PREFIX
+from webapp.lib.redis import get_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_stale_heartbeats() -> None:
+    """A worker killed in an earlier run leaves a heartbeat for up to its TTL."""
+    client = get_redis()
+    for key in client.scan_iter(match=f"{KEY_PREFIX}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def make_user(db: None):
+    def make(username: str, *, staff: bool = False, password: str = "pw-Secret-123") -> AbstractBaseUser:
+        return get_user_model().objects.create_user(username=username, password=password, is_staff=staff)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user) -> AbstractBaseUser:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user) -> AbstractBaseUser:
+    return make_user("bob")
+
+
+@pytest.fixture
+def alice_key(alice) -> str:
+    return api_key_create(owner=alice, name="tests").raw
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def artifacts_root(settings, tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "artifacts"
+    root.mkdir()
+    settings.ARTIFACTS_ROOT = root
+    yield root

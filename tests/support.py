@@ -1,0 +1,82 @@
+"""Helpers for tests that start real processes (Celery worker, ASGI server)
+against the test database and the test Redis."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL naming the database this test session is using."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = db.get("HOST") or "localhost"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{db['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        DJANGO_SETTINGS_MODULE="webapp.settings",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str, interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen[bytes], *, timeout_s: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def celery_worker(*, queues: str = "default,gpu,eval", log_dir: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real `celery worker` process; yields (hostname, process)."""
+    hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{hostname}.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues, "-n", hostname,
+         "-P", "threads", "-c", "2", "-l", "info", "--without-gossip", "--without-mingle"],
+        cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield hostname, process
+    finally:
+        stop_process(process)
+        log.close()

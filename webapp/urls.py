@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+from webapp.accounts.urls import auth_urlpatterns
+from webapp.core.navigation import SECTIONS
+from webapp.core.views import section_pending
+from webapp.registry.urls import api_urlpatterns as registry_api
+
+admin.site.site_header = "Domain LLM Workbench admin"
+
+api_urlpatterns = [*registry_api]
+
+urlpatterns = [
+    path("", include("webapp.core.urls")),
+    path("", include(auth_urlpatterns)),
+    path("account/", include("webapp.accounts.urls")),
+    path("models/", include("webapp.registry.urls")),
+    path("api/", include(api_urlpatterns)),
+    path("admin/", admin.site.urls),
+]
+
+# Sections whose app has not shipped yet get an honest "not in this build"
+# page under their final URL; each feature replaces its entry with its urls.
+for _section in SECTIONS:
+    if not _section.available:
+        _ns = _section.url_name.split(":")[0]
+        urlpatterns.append(
+            path(f"{_section.key}/", include(([path("", section_pending, {"section": _section.key}, name="index")], _ns)))
+        )
