@@ -1,0 +1,22 @@
+"""No Docker engine runs here: the compose file is checked by reading."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_compose_runs_every_queue_and_the_gpu_worker_on_nvidia() -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert {"postgres", "redis", "web", "worker", "beat", "gpu-worker", "triton"} <= set(services)
+    consumed: set[str] = set()
+    for name in ("worker", "gpu-worker"):
+        command = services[name]["command"]
+        consumed |= set(command[command.index("-Q") + 1].split(","))
+    assert consumed == {"default", "gpu", "eval"}
+    assert services["gpu-worker"]["build"]["target"] == "gpu"
+    assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    targets = {line.split()[-1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")}
+    assert targets == {"app", "gpu"}
