@@ -1,0 +1,118 @@
+"""`python -m training_jobs …` — the boundary the web app drives.
+
+Exit codes: 0 success, 1 runtime failure (an `error` event says why),
+2 bad config or arguments (one line per problem on stderr, each naming the
+field, and an `error` event), 143 cancelled by SIGTERM (checkpoint saved).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from training_jobs.config import ConfigError, JobConfig, json_schema, load_config
+from training_jobs.progress import Progress
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training_jobs", description=__doc__.split("\n")[0])
+    # The deepspeed launcher inserts --local_rank=N before the sub-command;
+    # the rank also arrives in LOCAL_RANK, which is what we use.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    tiny = commands.add_parser("make-tiny-model", help="build a random-weight BLOOM/LLaMA with a BPE tokenizer")
+    tiny.add_argument("--arch", choices=["bloom", "llama"], default="bloom")
+    tiny.add_argument("--out", required=True, type=Path)
+    tiny.add_argument("--corpus", type=Path, help="text to train the tokenizer on (default: a built-in zh/en sample)")
+    tiny.add_argument("--vocab-size", type=int, default=2000)
+    tiny.add_argument("--layers", type=int, default=2)
+    tiny.add_argument("--hidden", type=int, default=64)
+    tiny.add_argument("--heads", type=int, default=4)
+    tiny.add_argument("--seed", type=int, default=0)
+
+    run = commands.add_parser("run", help="run a training job from its JSON config")
+    run.add_argument("--config", required=True, type=Path)
+    run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+
+    commands.add_parser("schema", help="print the job config's JSON Schema")
+    return parser
+
+
+def _config_failure(message: str, output_dir: str | None) -> int:
+    for line in message.splitlines():
+        print(f"config error: {line}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        Progress(output_dir).emit("error", message=message, kind="config")
+    return EXIT_CONFIG
+
+
+def _check_inputs(config: JobConfig) -> None:
+    """Cheap checks before any heavy import: paths exist, data fits the stage."""
+    from training_jobs.data import check_stage_data
+
+    base = Path(config.base_model)
+    if not (base / "config.json").is_file():
+        raise ConfigError(f"base_model: {base} is not a model folder (no config.json)")
+    check_stage_data(config.stage, config.train_data, "train_data")
+    if config.eval_data:
+        check_stage_data(config.stage, config.eval_data, "eval_data")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _config_failure(str(exc), None)
+    try:
+        _check_inputs(config)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        config.gradient_accumulation(world)
+    except ConfigError as exc:
+        return _config_failure(str(exc), config.output_dir)
+
+    from training_jobs.trainer import Trainer
+
+    trainer = Trainer(config)
+    try:
+        return trainer.run(resume=args.resume).exit_code
+    except ConfigError as exc:  # found while reading data or the model
+        return _config_failure(str(exc), config.output_dir)
+    except Exception as exc:
+        if os.environ.get("RANK", "0") == "0":
+            Progress(config.output_dir).emit("error", message=f"{type(exc).__name__}: {exc}", kind="runtime")
+        raise
+
+
+def cmd_make_tiny_model(args: argparse.Namespace) -> int:
+    from training_jobs.tiny import TinyModelSpec, make_tiny_model
+
+    spec = TinyModelSpec(
+        arch=args.arch, vocab_size=args.vocab_size, layers=args.layers, hidden=args.hidden, heads=args.heads, seed=args.seed
+    )
+    try:
+        spec.check()
+        if args.corpus is not None and not args.corpus.is_file():
+            raise ValueError(f"--corpus: file {args.corpus} does not exist")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    summary = make_tiny_model(spec, args.out, args.corpus)
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "make-tiny-model":
+        return cmd_make_tiny_model(args)
+    print(json.dumps(json_schema(), indent=2))
+    return 0

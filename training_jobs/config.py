@@ -1,0 +1,154 @@
+"""The job config: the JSON a job hands to `python -m training_jobs run`.
+
+Typed and validated with pydantic; every error names its field, and
+`python -m training_jobs schema` exports the JSON Schema from which the web
+app generates its forms. Stage defaults come from the seed's recipe:
+pt — lr 1e-5, max_length 512, global batch 256, 3 epochs, warmup 10%;
+sft — lr 2e-5, max_length 1024, global batch 64, 2 epochs, warmup 10%, full
+fine-tuning.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Stage = Literal["pt", "sft"]
+
+# The seed's template: `User: {prompt}\n\nBot: `.
+DEFAULT_PROMPT_TEMPLATE = "User: {prompt}\n\nBot: "
+CHAT_TEMPLATE = "chat_template"  # use the tokenizer's own chat template
+
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pt": {"learning_rate": 1e-5, "max_length": 512, "global_batch_size": 256, "epochs": 3, "warmup_ratio": 0.1},
+    "sft": {"learning_rate": 2e-5, "max_length": 1024, "global_batch_size": 64, "epochs": 2, "warmup_ratio": 0.1},
+}
+
+# LoRA target modules per architecture (model_type in config.json).
+LORA_TARGETS: dict[str, list[str]] = {
+    "bloom": ["query_key_value"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+}
+
+
+class ConfigError(Exception):
+    """A job config that cannot run; each line of str() names a field."""
+
+
+class LoraConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        None, description="modules to adapt; default per architecture (BLOOM query_key_value, LLaMA q/k/v/o_proj)"
+    )
+
+
+class JobConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Stage = Field(description="pt: continued pre-training on a corpus; sft: supervised fine-tuning")
+    base_model: str = Field(description="folder of the model to start from (AutoModelForCausalLM)")
+    train_data: str = Field(description="canonical JSONL: pt rows {text}; sft rows {prompt,response} or {messages}")
+    eval_data: str | None = Field(None, description="held-out JSONL of the same kind")
+    output_dir: str = Field(description="folder for checkpoints, progress.jsonl and the final model")
+
+    max_length: int = Field(ge=8, le=131072, description="tokens per sequence")
+    global_batch_size: int = Field(ge=1, description="sequences per optimizer step, all ranks together")
+    micro_batch_size: int = Field(1, ge=1, description="sequences per forward pass per rank")
+    learning_rate: float = Field(gt=0, lt=1)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(ge=0, lt=1)
+    epochs: float | None = Field(None, gt=0, description="passes over the data (ignored when max_steps is set)")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    gradient_checkpointing: bool = False
+    lora: LoraConfig | None = Field(None, description="train a LoRA adapter instead of every weight")
+    prompt_template: str = Field(
+        DEFAULT_PROMPT_TEMPLATE,
+        description=f"sft: a template with {{prompt}}, or '{CHAT_TEMPLATE}' for the tokenizer's chat template",
+    )
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0, description="steps between evaluations; 0: only at the end")
+    save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: only on SIGTERM")
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 42
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("stage") in STAGE_DEFAULTS:
+            return {**STAGE_DEFAULTS[data["stage"]], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobConfig:
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"global_batch_size ({self.global_batch_size}) must be a multiple of micro_batch_size ({self.micro_batch_size})"
+            )
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set epochs or max_steps")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params needs zero_stage 3")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
+        if self.stage == "sft" and self.prompt_template != CHAT_TEMPLATE and "{prompt}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {prompt} (or be 'chat_template')")
+        return self
+
+    def gradient_accumulation(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ConfigError(
+                f"global_batch_size: {self.global_batch_size} is not a multiple of "
+                f"micro_batch_size × ranks = {self.micro_batch_size} × {world_size}"
+            )
+        return self.global_batch_size // per_step
+
+
+def _format(error: ValidationError) -> str:
+    errors = error.errors()
+    # A bad stage makes every stage default "missing": report the cause only.
+    stage_errors = [item for item in errors if tuple(item["loc"]) == ("stage",)]
+    lines = []
+    for item in stage_errors or errors:
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{field}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any) -> JobConfig:
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc)) from None
+
+
+def load_config(path: str | Path) -> JobConfig:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return parse_config(data)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = JobConfig.model_json_schema()
+    schema["x-stage-defaults"] = STAGE_DEFAULTS
+    return schema
