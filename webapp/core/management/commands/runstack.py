@@ -50,6 +50,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"starting embedded Redis on 127.0.0.1:{EMBEDDED_REDIS_PORT}")
                 children.append(("redis", start_embedded_redis(port=EMBEDDED_REDIS_PORT, workdir=Path(settings.VAR_DIR) / "redis")))
             call_command("migrate", interactive=False, verbosity=0)
+            self.stdout.write("building the demo workspace")
             workspace = demo_workspace_ensure(password=os.environ.get("DEMO_PASSWORD"))
             python = sys.executable
             launch = [
@@ -104,6 +105,7 @@ class Command(BaseCommand):
             f"  User:              {user.username}",
             f"  Password:          {password}",
             f"  API key:           {key}",
+            f"  Demo model:        {workspace.model} ({workspace.model.num_parameters:,} parameters) in the registry",
             f"  Logs:              {logs}/",
             "  Ctrl-C stops the web server, the worker, beat and the embedded Redis.",
             "",
