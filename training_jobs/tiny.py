@@ -61,7 +61,10 @@ def build_model(spec: TinyModelSpec, tokenizer):
     from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM
 
     ids = {
-        "vocab_size": len(tokenizer),
+        # The model gets the requested vocabulary even when a small corpus
+        # stops the tokenizer short of it: real shapes for throughput checks
+        # (BLOOM's 250,880 rows), ids the tokenizer never emits are harmless.
+        "vocab_size": max(len(tokenizer), spec.vocab_size),
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
@@ -95,7 +98,8 @@ def make_tiny_model(spec: TinyModelSpec, out: Path, corpus: Path | None = None) 
         "arch": spec.arch,
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(tokenizer),
+        "vocab_size": model.config.vocab_size,
+        "tokenizer_vocab_size": len(tokenizer),
         "layers": spec.layers,
         "hidden": spec.hidden,
         "heads": spec.heads,

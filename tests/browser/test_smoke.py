@@ -6,6 +6,14 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def log_in(page, username: str, password: str, next_url: str = "/") -> None:
+    """Fill the login form reached at /login/?next=…"""
+    page.goto(f"/login/?next={next_url}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+
 def test_login_through_the_browser_shows_the_navigation(page, make_user) -> None:
     make_user("grace", password="pw-Secret-123")
     page.goto("/models/")
@@ -26,19 +34,13 @@ def test_login_through_the_browser_shows_the_navigation(page, make_user) -> None
 
 def test_wrong_password_shows_an_error(page, make_user) -> None:
     make_user("heidi", password="pw-Secret-123")
-    page.goto("/login/")
-    page.fill("#id_username", "heidi")
-    page.fill("#id_password", "nope")
-    page.click("button[type=submit]")
+    log_in(page, "heidi", "nope")
     expect(page.get_by_role("alert")).to_contain_text("correct username and password")
 
 
 def test_create_an_api_key_in_the_browser(page, make_user) -> None:
     make_user("ivan", password="pw-Secret-123")
-    page.goto("/login/?next=/account/keys/")
-    page.fill("#id_username", "ivan")
-    page.fill("#id_password", "pw-Secret-123")
-    page.click("button[type=submit]")
+    log_in(page, "ivan", "pw-Secret-123", next_url="/account/keys/")
     expect(page.get_by_text("No API keys yet")).to_be_visible()
     page.fill("#id_name", "notebook")
     page.get_by_role("button", name="Create key").click()

@@ -76,3 +76,32 @@ def test_length_grouped_batches_are_deterministic_and_cover_the_data() -> None:
         for b in plan_batches(lengths, 4, seed=1, epoch=0, group_by_length=False)
     )
     assert spread < random_spread / 5
+
+
+def test_chat_template_learns_what_each_assistant_turn_adds(tiny_bloom: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_bloom)
+    tok.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    messages = [
+        {"role": "user", "content": "能退货吗?"},
+        {"role": "assistant", "content": "可以。"},
+        {"role": "user", "content": "运费呢?"},
+        {"role": "assistant", "content": "包邮。"},
+    ]
+    example = encode_sft_row(messages, tok, "chat_template", 256)
+    context1 = ids(tok, "<|user|>能退货吗?</s><|assistant|>")
+    answer1 = ids(tok, "可以。</s>")
+    context2 = ids(tok, "<|user|>运费呢?</s><|assistant|>")
+    answer2 = ids(tok, "包邮。</s>")
+    assert example.input_ids == context1 + answer1 + context2 + answer2
+    assert example.labels == [M] * len(context1) + answer1 + [M] * len(context2) + answer2
+
+
+def test_chat_template_without_one_is_a_config_error(tok) -> None:
+    from training_jobs.config import ConfigError
+
+    tok.chat_template = None
+    with pytest.raises(ConfigError, match="prompt_template: 'chat_template' chosen but the tokenizer has no chat template"):
+        encode_sft_row([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], tok, "chat_template", 64)

@@ -35,7 +35,7 @@ def test_tiny_model_reloads_offline_and_round_trips_chinese(tmp_path: Path, arch
     assert tokenizer.decode(ids) == text
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits
-    assert logits.shape == (1, len(ids), len(tokenizer))
+    assert logits.shape == (1, len(ids), 2000) and len(tokenizer) <= 2000  # model vocab as asked
 
 
 def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Path) -> None:

@@ -137,3 +137,12 @@ def test_lora_merged_model_matches_base_plus_adapter(tmp_path, tiny_bloom, sft_d
         merged_logits, adapted_logits, base_logits = merged(ids).logits, adapted(ids).logits, base(ids).logits
     torch.testing.assert_close(merged_logits, adapted_logits, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(merged_logits, base_logits, atol=1e-3)  # the adapter learned something
+
+
+def test_bf16_with_zero2_trains_on_cpu(tmp_path, tiny_bloom, sft_data) -> None:
+    config = base_config(tiny_bloom, sft_data, tmp_path / "out", precision="bf16", zero_stage=2, max_steps=3)
+    run = run_job(write_config(tmp_path, config))
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = run.losses()
+    assert len(losses) == 3 and all(loss is not None and loss > 0 for loss in losses.values())
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "out").dtype == torch.bfloat16
