@@ -5,7 +5,7 @@
 # its Python 3.12; name `.whl` in the device call's `carry`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-grep -qxF '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
+grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 rm -rf .whl && mkdir -p .whl
 PY=${PY:-.venv/bin/python}
 # DeepSpeed ships as an sdist: build its pure-Python wheel (ops compile at run time there).

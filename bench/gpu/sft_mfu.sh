@@ -28,7 +28,7 @@ OUT_DIR=${OUT:-$WORK}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi (CPU dry run)"
 $PY -m training_jobs make-tiny-model --arch bloom --layers "$LAYERS" --hidden "$HIDDEN" --heads "$HEADS" \
-    --vocab-size "$VOCAB" --out "$WORK/model" > "$WORK/model.json"
+    --vocab-size "$VOCAB" --out "$WORK/model" > /dev/null
 # A corpus long enough for STEPS full steps of SEQ-token blocks (pt packs
 # documents into exact SEQ-token blocks: every sequence is full length).
 $PY - "$WORK" "$SEQ" "$GLOBAL" "$STEPS" <<'PYEOF'
@@ -63,7 +63,7 @@ $PY - "$WORK" "$SEQ" "$PEAK_TFLOPS" "$NGPU" <<'PYEOF'
 import json, sys
 from pathlib import Path
 work, seq, peak, ngpu = Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-model = json.loads((work / "model.json").read_text())
+model = json.loads((work / "model" / "tiny_model.json").read_text())
 events = [json.loads(l) for l in (work / "out" / "progress.jsonl").read_text().splitlines()]
 metrics = [e for e in events if e["event"] == "metrics"]
 done = next(e for e in events if e["event"] == "done")["metrics"]
