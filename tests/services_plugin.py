@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")
 
+# Files written by the server and worker processes that tests start (uploads,
+# models) go under var/, never into a developer's own MEDIA_ROOT.
+os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "test-media"))
+os.environ.setdefault("ARTIFACTS_ROOT", str(ROOT / "var" / "test-artifacts"))
+
 _redis: subprocess.Popen[bytes] | None = None
 if "REDIS_URL" not in os.environ:
     _port = free_port()

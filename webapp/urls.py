@@ -6,17 +6,19 @@ from django.urls import include, path
 from webapp.accounts.urls import auth_urlpatterns
 from webapp.core.navigation import SECTIONS
 from webapp.core.views import section_pending
+from webapp.datasets.urls import api_urlpatterns as datasets_api
 from webapp.registry.urls import api_urlpatterns as registry_api
 
 admin.site.site_header = "Domain LLM Workbench admin"
 
-api_urlpatterns = [*registry_api]
+api_urlpatterns = [*registry_api, *datasets_api]
 
 urlpatterns = [
     path("", include("webapp.core.urls")),
     path("", include(auth_urlpatterns)),
     path("account/", include("webapp.accounts.urls")),
     path("models/", include("webapp.registry.urls")),
+    path("datasets/", include("webapp.datasets.urls")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),
 ]

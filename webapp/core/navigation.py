@@ -16,7 +16,7 @@ class Section:
 
 
 SECTIONS: tuple[Section, ...] = (
-    Section("datasets", "Datasets", "datasets:index", "Upload corpora, instruction, preference and eval data; validate and mix them.", False),
+    Section("datasets", "Datasets", "datasets:index", "Upload corpora, instruction, preference and eval data; validate and mix them.", True),
     Section("models", "Models", "registry:artifact-list", "The model registry: base models and everything trained from them, with lineage.", True),
     Section("jobs", "Jobs", "jobs:index", "Launch, watch, cancel and resume training stages (PT, SFT, RM, PPO, DPO).", False),
     Section("deployments", "Deployments", "deployments:index", "Serve models through Triton, vLLM, an OpenAI-compatible server or locally.", False),

@@ -48,6 +48,20 @@ class Config:
     redis_is_embedded: bool
     media_root: Path
     artifacts_root: Path
+    dataset_max_upload_mb: int
+
+
+def parse_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"expected a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(name, f"must be at least {minimum}, got {value}")
+    return value
 
 
 def parse_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -177,4 +191,5 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         redis_is_embedded=embedded,
         media_root=media_root,
         artifacts_root=parse_path(env, "ARTIFACTS_ROOT", var_dir / "artifacts"),
+        dataset_max_upload_mb=parse_int(env, "DATASET_MAX_UPLOAD_MB", 5120),
     )
