@@ -35,13 +35,18 @@ def generate(path: Path, rows: int) -> None:
     rng = random.Random(0)
     with path.open("w", encoding="utf-8") as handle:
         for i in range(rows):
-            instruction = "".join(rng.choice(WORDS) for _ in range(rng.randint(4, 20))) + "?"
-            output = "".join(rng.choice(WORDS) for _ in range(rng.randint(10, 80))) + "。"
+            instruction = "".join(rng.choice(WORDS) for _ in range(rng.randint(2, 10))) + "?"
+            output = "".join(rng.choice(WORDS) for _ in range(rng.randint(5, 45))) + "。"
             handle.write(json.dumps({"instruction": instruction, "input": "", "output": output}, ensure_ascii=False))
             handle.write("\n")
 
 
 def peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the
+    # parent (which imported torch), VmHWM belongs to this process's memory.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

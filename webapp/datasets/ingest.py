@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import ijson
+import orjson
 
 from webapp.datasets.formats import BY_NAME, Format, RowError, convert_row, detect
 
@@ -155,9 +156,12 @@ def sniff_encoding(head: bytes) -> str:
     raise IngestError("the file is neither UTF-8 nor GB18030/GBK text; convert it to UTF-8")
 
 
-def iter_lines(stream: io.BufferedReader, encoding: str, max_bytes: int) -> Iterator[tuple[int, str | RowError]]:
+def iter_lines(
+    stream: io.BufferedReader, encoding: str, max_bytes: int, raw_utf8: bool = False
+) -> Iterator[tuple[int, str | bytes | RowError]]:
     """(line number, text or the reason it is unusable), never holding more
-    than max_bytes of one line in memory."""
+    than max_bytes of one line in memory. With raw_utf8, UTF-8 lines come as
+    bytes for a parser that validates UTF-8 itself (orjson): no decode twice."""
     number = 0
     codec = "utf-8" if encoding == "utf-8-sig" else encoding
     first = True
@@ -176,6 +180,9 @@ def iter_lines(stream: io.BufferedReader, encoding: str, max_bytes: int) -> Iter
         if first and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
         first = False
+        if raw_utf8 and codec == "utf-8":
+            yield number, line
+            continue
         try:
             yield number, line.decode(codec).rstrip("\r\n")
         except UnicodeDecodeError:
@@ -188,7 +195,7 @@ def iter_lines(stream: io.BufferedReader, encoding: str, max_bytes: int) -> Iter
 Record = tuple[int, Any]  # (line or item number, parsed object or RowError)
 
 
-def _json_lines(lines: Iterator[tuple[int, str | RowError]]) -> Iterator[Record]:
+def _json_lines(lines: Iterator[tuple[int, str | bytes | RowError]]) -> Iterator[Record]:
     for number, text in lines:
         if isinstance(text, RowError):
             yield number, text
@@ -196,9 +203,20 @@ def _json_lines(lines: Iterator[tuple[int, str | RowError]]) -> Iterator[Record]
         if not text.strip():
             continue
         try:
-            yield number, json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield number, RowError(f"bad JSON: {exc.msg} (column {exc.colno})")
+            # orjson is ~4x faster than json and checks UTF-8 on bytes; on
+            # failure the stdlib gives the message with a column.
+            yield number, orjson.loads(text)
+        except orjson.JSONDecodeError:
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield number, RowError("invalid UTF-8 bytes")
+                    continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield number, RowError(f"bad JSON: {exc.msg} (column {exc.colno})")
 
 
 class _Utf8Reencoder(io.RawIOBase):
@@ -274,11 +292,10 @@ def records(path: Path, options: IngestOptions, report: IngestReport) -> Iterato
     if stripped.startswith("["):
         yield from _json_array(stream, report.encoding)
         return
-    lines = iter_lines(stream, report.encoding, options.max_row_bytes)
     if options.kind == "corpus" and not stripped.startswith("{"):
-        yield from _text_documents(lines, options.txt_mode)
+        yield from _text_documents(iter_lines(stream, report.encoding, options.max_row_bytes), options.txt_mode)
         return
-    yield from _json_lines(lines)
+    yield from _json_lines(iter_lines(stream, report.encoding, options.max_row_bytes, raw_utf8=True))
 
 
 # --- the pipeline ----------------------------------------------------------------
@@ -357,7 +374,7 @@ def ingest(
             on_source(item)
         for row in converted:
             report.rows += 1
-            line = json.dumps(row, ensure_ascii=False)
+            line = orjson.dumps(row).decode()
             if out is not None:
                 out.write(line)
                 out.write("\n")

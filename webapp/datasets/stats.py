@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 TOKEN_SAMPLE = 100_000
 TOKENIZE_BATCH = 2000
 SAMPLE_SIZE = 20
@@ -41,27 +43,25 @@ def row_text(row: dict[str, Any]) -> str:
     return row.get("text", "")
 
 
-def percentile(sorted_values: list[int], q: float) -> int:
-    if not sorted_values:
+def percentile(sorted_values: Any, q: float) -> int:
+    if not len(sorted_values):
         return 0
     index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+    return int(sorted_values[index])
 
 
 def distribution(values: Any) -> dict[str, Any]:
     if not len(values):
         return {}
-    ordered = sorted(values)
-    low, high = ordered[0], ordered[-1]
+    ordered = np.sort(np.frombuffer(values, dtype=np.uint32) if isinstance(values, array) else np.asarray(values))
+    low, high = int(ordered[0]), int(ordered[-1])
     width = max(1, -(-(high - low + 1) // HISTOGRAM_BINS))
-    counts = [0] * HISTOGRAM_BINS
-    for value in ordered:
-        counts[min(HISTOGRAM_BINS - 1, (value - low) // width)] += 1
+    counts = np.bincount(np.minimum((ordered - low) // width, HISTOGRAM_BINS - 1).astype(np.int64), minlength=HISTOGRAM_BINS)
     return {
-        "mean": round(sum(ordered) / len(ordered), 1),
+        "mean": round(float(ordered.mean()), 1),
         "min": low, "p50": percentile(ordered, 0.5), "p90": percentile(ordered, 0.9),
         "p95": percentile(ordered, 0.95), "p99": percentile(ordered, 0.99), "max": high,
-        "histogram": [{"from": low + i * width, "to": low + (i + 1) * width - 1, "count": c} for i, c in enumerate(counts)],
+        "histogram": [{"from": low + i * width, "to": low + (i + 1) * width - 1, "count": int(c)} for i, c in enumerate(counts)],
     }
 
 
@@ -75,10 +75,10 @@ class StatsCollector:
         self.characters = 0
         self.char_lengths = array("I")
         self.texts: list[str] = []  # reservoir of texts whose tokens are counted
-        # hash() of the canonical JSON line: 64 bits, so a false duplicate
-        # among a million rows has odds of about 1 in 10^7.
-        self.hashes: set[int] = set()
-        self.duplicates = 0
+        # hash() of each canonical JSON line, 8 bytes a row (a set would take
+        # ~100 bytes); duplicates are counted once at the end. 64 bits: a false
+        # duplicate among a million rows has odds of about 1 in 10^7.
+        self.hashes = array("q")
         self.fields: Counter[str] = Counter()
         self.sources = 0
         self.categories: Counter[str] = Counter()
@@ -96,29 +96,29 @@ class StatsCollector:
         text = row_text(row)
         self.characters += len(text)
         self.char_lengths.append(len(text))
-        digest = hash(line)
-        if digest in self.hashes:
-            self.duplicates += 1
-        else:
-            self.hashes.add(digest)
+        self.hashes.append(hash(line))
         if "category" in row:
             self.categories[row["category"]] += 1
         # Reservoir sampling (Algorithm R) for the shown sample and, when the
         # file is large, for the rows whose tokens are counted.
-        if len(self.sample) < SAMPLE_SIZE:
-            self.sample.append(row)
-        elif (slot := self.rng.randrange(self.rows)) < SAMPLE_SIZE:
-            self.sample[slot] = row
-        if self.count_tokens is not None and self.token_sample is None:
+        # One draw serves both reservoirs: each stays a uniform sample.
+        slot = self.rows - 1 if self.rows <= SAMPLE_SIZE else self.rng.randrange(self.rows)
+        if slot < SAMPLE_SIZE:
+            if slot == len(self.sample):
+                self.sample.append(row)
+            else:
+                self.sample[slot] = row
+        if self.count_tokens is None:
+            return
+        if self.token_sample is None:
             self.texts.append(text)
             if len(self.texts) >= TOKENIZE_BATCH:
                 self.streamed_lengths.extend(self.count_tokens(self.texts))
                 self.texts = []
-        elif self.count_tokens is not None:
-            if len(self.texts) < self.token_sample:
-                self.texts.append(text)
-            elif (slot := self.rng.randrange(self.rows)) < self.token_sample:
-                self.texts[slot] = text
+        elif len(self.texts) < self.token_sample:
+            self.texts.append(text)
+        elif slot < self.token_sample:
+            self.texts[slot] = text
 
     def _token_lengths(self) -> array:
         lengths = self.streamed_lengths
@@ -133,7 +133,7 @@ class StatsCollector:
             "characters": self.characters,
             "char_length": distribution(self.char_lengths),
             "token_length": {},
-            "duplicates": self.duplicates,
+            "duplicates": int(len(self.hashes) - len(np.unique(np.frombuffer(self.hashes, dtype=np.int64)))) if self.rows else 0,
             "field_coverage": {k: round(v / max(self.sources, 1), 4) for k, v in sorted(self.fields.items())},
             "sample": self.sample,
         }
