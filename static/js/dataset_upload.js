@@ -11,6 +11,7 @@
   var errorBox = document.getElementById("form-error");
   var bar = document.getElementById("upload-progress");
   var file = null;
+  var previewSeq = 0;  // only the latest preview's answer is shown
 
   function token() {
     var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -22,6 +23,9 @@
   }
   function errorMessage(body, status) {
     return body && body.error ? body.error.message : "The server answered " + status + ".";
+  }
+  function toggleEvalFields() {
+    document.querySelectorAll("[data-eval-only]").forEach(function (el) { el.hidden = kind.value !== "eval"; });
   }
   function filterFormats() {
     Array.prototype.forEach.call(format.options, function (option) {
@@ -43,9 +47,13 @@
     if (!file) { return; }
     showError("");
     button.disabled = true;
-    fetch("/api/datasets/preview/", { method: "POST", body: fields(), headers: { "X-CSRFToken": token() }, credentials: "same-origin" })
+    var seq = ++previewSeq;
+    var body = fields();
+    if (kind.value === "eval") { body.append("category_map", document.getElementById("id_category_map").value); }
+    fetch("/api/datasets/preview/", { method: "POST", body: body, headers: { "X-CSRFToken": token() }, credentials: "same-origin" })
       .then(function (response) { return response.json().then(function (body) { return [response, body]; }); })
       .then(function (pair) {
+        if (seq !== previewSeq) { return; }
         var response = pair[0], body = pair[1];
         var section = document.getElementById("preview");
         if (!response.ok) {
@@ -80,10 +88,11 @@
     zone.classList.remove("over");
     if (e.dataTransfer.files.length) { choose(e.dataTransfer.files[0]); }
   });
-  kind.addEventListener("change", function () { filterFormats(); preview(); });
+  kind.addEventListener("change", function () { filterFormats(); toggleEvalFields(); preview(); });
   format.addEventListener("change", preview);
   document.getElementById("id_txt_mode").addEventListener("change", preview);
   filterFormats();
+  toggleEvalFields();
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -91,6 +100,9 @@
     var data = fields();
     data.append("name", document.getElementById("id_name").value);
     data.append("on_error", document.getElementById("id_on_error").value);
+    var model = document.getElementById("id_stats_model").value;
+    if (model) { data.append("stats_model", model); }
+    if (kind.value === "eval") { data.append("category_map", document.getElementById("id_category_map").value); }
     var request = new XMLHttpRequest();
     request.open("POST", "/api/datasets/");
     request.setRequestHeader("X-CSRFToken", token());

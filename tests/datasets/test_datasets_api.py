@@ -111,3 +111,13 @@ def test_pages_list_detail_and_upload(client, alice, media_root) -> None:
     ready = client.get(f"/datasets/{dataset.pk}/").content.decode()
     assert "exact duplicates" in ready and "Length histogram" in ready
     assert client.get("/datasets/upload/").status_code == 200
+
+
+def test_category_map_from_the_upload_form(api_client, alice_key, media_root) -> None:
+    data = jsonl_bytes([{"question": "写诗", "class": "Generation", "std_answer": ""}, {"question": "1+1", "class": "math", "std_answer": "2"}])
+    response = _post(api_client, alice_key, "e.jsonl", data, kind="eval", category_map='{"generation": "writing"}')
+    assert response.status_code == 201, response.content
+    dataset = dataset_process(dataset_id=response.json()["id"])
+    assert dataset.stats["categories"] == {"writing": 1, "general": 1}  # math unmapped here → general
+    bad = _post(api_client, alice_key, "e.jsonl", data, kind="eval", category_map='["not", "a", "map"]')
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "category_map"

@@ -87,7 +87,10 @@ class DatasetPreviewApi(APIView):
         form.is_valid(raise_exception=True)
         data = form.validated_data
         return Response(
-            services.dataset_preview_upload(upload=data["file"], kind=data["kind"], format=data["format"], txt_mode=data["txt_mode"])
+            services.dataset_preview_upload(
+                upload=data["file"], kind=data["kind"], format=data["format"], txt_mode=data["txt_mode"],
+                category_map=data.get("category_map"),
+            )
         )
 
 

@@ -26,13 +26,14 @@ class DatasetUploadSerializer(serializers.Serializer):
     format = serializers.CharField(required=False, allow_blank=True, default="")
     on_error = serializers.ChoiceField(choices=["skip", "reject"], default="skip")
     txt_mode = serializers.ChoiceField(choices=["paragraphs", "lines"], default="paragraphs")
-    category_map = serializers.JSONField(required=False)
+    category_map = serializers.JSONField(required=False, binary=True)  # a JSON string in the multipart form
     stats_model = serializers.IntegerField(required=False)
 
 
 class DatasetPreviewSerializer(serializers.Serializer):
     file = serializers.FileField(allow_empty_file=True)
     kind = serializers.ChoiceField(choices=KINDS)
+    category_map = serializers.JSONField(required=False, binary=True)
     format = serializers.CharField(required=False, allow_blank=True, default="")
     txt_mode = serializers.ChoiceField(choices=["paragraphs", "lines"], default="paragraphs")
 

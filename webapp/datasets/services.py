@@ -89,8 +89,7 @@ def dataset_create_from_upload(
 ) -> Dataset:
     """Store the upload under a fresh folder and queue its processing."""
     name = check_upload_options(name=name, kind=kind, format=format, on_error=on_error, txt_mode=txt_mode)
-    if category_map is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in category_map.items()):
-        raise ValidationFailed("category_map must map class names to category names", field="category_map")
+    check_category_map(category_map)
     folder = f"datasets/{owner.pk}/{uuid.uuid4().hex}"
     root = Path(settings.MEDIA_ROOT) / folder
     root.mkdir(parents=True)
@@ -112,10 +111,21 @@ def dataset_create_from_upload(
     return dataset
 
 
-def dataset_preview_upload(*, upload: UploadedFile, kind: str, format: str = "", txt_mode: str = "paragraphs") -> dict[str, Any]:
-    """Detected format and the first converted rows, from the upload's first
-    MiB; nothing is stored."""
+def check_category_map(category_map: Any) -> dict[str, str] | None:
+    if category_map is not None and not (
+        isinstance(category_map, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in category_map.items())
+    ):
+        raise ValidationFailed("category_map must map class names to category names", field="category_map")
+    return category_map
+
+
+def dataset_preview_upload(
+    *, upload: UploadedFile, kind: str, format: str = "", txt_mode: str = "paragraphs", category_map: Any = None
+) -> dict[str, Any]:
+    """Detected format and the first converted rows (as processing will write
+    them), from the upload's first MiB; nothing is stored."""
     check_upload_options(name="preview", kind=kind, format=format, on_error="skip", txt_mode=txt_mode)
+    mapping = check_category_map(category_map) or DEFAULT_CATEGORY_MAP
     with tempfile.NamedTemporaryFile(suffix=".preview") as handle:
         taken = 0
         for chunk in upload.chunks():
@@ -126,9 +136,12 @@ def dataset_preview_upload(*, upload: UploadedFile, kind: str, format: str = "",
         handle.flush()
         options = IngestOptions(kind=kind, format=format or None, txt_mode=txt_mode)
         try:
-            return preview(Path(handle.name), options)
+            result = preview(Path(handle.name), options)
         except IngestError as exc:
             raise ValidationFailed(str(exc), field="file") from None
+    if kind == "eval":
+        result["rows"] = [categorise(row, mapping) for row in result["rows"]]
+    return result
 
 
 class _OffsetWriter:

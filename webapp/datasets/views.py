@@ -8,7 +8,9 @@ from django.views.decorators.http import require_GET
 
 from webapp.datasets import selectors
 from webapp.datasets.formats import FORMATS, KINDS
+from webapp.datasets.formats import DEFAULT_CATEGORY_MAP
 from webapp.datasets.models import DatasetKind, DatasetStatus
+from webapp.registry.selectors import artifact_list
 
 
 @require_GET
@@ -20,7 +22,10 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def dataset_upload(request: HttpRequest) -> HttpResponse:
     formats = [{"name": f.name, "kind": f.kind, "label": f.label} for f in FORMATS]
-    return render(request, "datasets/upload.html", {"kinds": DatasetKind.choices, "formats": formats})
+    return render(request, "datasets/upload.html", {
+        "kinds": DatasetKind.choices, "formats": formats, "models": artifact_list(user=request.user),
+        "category_map": json.dumps(DEFAULT_CATEGORY_MAP, ensure_ascii=False),
+    })
 
 
 @require_GET
