@@ -157,11 +157,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 12 * 3600}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {"task": "accounts.purge_expired_sessions", "schedule": 3600.0},
+    "requeue-stale-datasets": {"task": "datasets.requeue_stale", "schedule": 300.0},
 }
 # Uploads: Django spools anything over 2.5 MB to a temporary file, and the
 # dataset service streams it from there; this caps what it accepts.
 DATASET_MAX_UPLOAD_BYTES = CONFIG.dataset_max_upload_mb * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# A processing task that has not reported progress for this long is presumed
+# dead (its worker was killed) and the dataset is queued again.
+DATASET_STALE_AFTER_S = 600
 
 WORKER_HEARTBEAT_INTERVAL_S = 5.0
 # A worker whose last heartbeat is older than this is reported as down.

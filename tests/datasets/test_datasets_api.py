@@ -121,3 +121,23 @@ def test_category_map_from_the_upload_form(api_client, alice_key, media_root) ->
     assert dataset.stats["categories"] == {"writing": 1, "general": 1}  # math unmapped here → general
     bad = _post(api_client, alice_key, "e.jsonl", data, kind="eval", category_map='["not", "a", "map"]')
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "category_map"
+
+
+def test_a_dataset_whose_worker_died_is_queued_again(alice, media_root, django_capture_on_commit_callbacks) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.datasets.services import dataset_requeue_stale
+    from webapp.lib.redis import get_redis
+
+    dead = dataset_create_from_upload(owner=alice, name="dead", kind="corpus", upload=upload("a.txt", "一\n\n二".encode()))
+    alive = dataset_create_from_upload(owner=alice, name="alive", kind="corpus", upload=upload("b.txt", "三".encode()))
+    Dataset.objects.filter(pk=dead.pk).update(status="processing", heartbeat_at=timezone.now() - timedelta(minutes=30))
+    Dataset.objects.filter(pk=alive.pk).update(status="processing", heartbeat_at=timezone.now())
+    queued_before = get_redis().llen("default")  # kombu's Redis transport: one list per queue
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dataset_requeue_stale(silent_for=timedelta(minutes=10)) == [dead.pk]
+    assert get_redis().llen("default") == queued_before + 1  # sent through the real broker
+    assert Dataset.objects.get(pk=alive.pk).status == "processing"
+    assert dataset_process(dataset_id=dead.pk).status == "ready"  # the re-queued task does the work

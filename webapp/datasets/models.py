@@ -51,6 +51,7 @@ class Dataset(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="last sign of life of the processing task")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

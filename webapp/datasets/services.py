@@ -5,6 +5,7 @@ import logging
 import shutil
 import tempfile
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -184,10 +185,29 @@ def _token_counter(dataset: Dataset) -> tuple[TokenCounter | None, str | None]:
 
 
 def _claim(dataset_id: int) -> Dataset | None:
+    now = timezone.now()
     claimed = Dataset.objects.filter(pk=dataset_id, status=DatasetStatus.PENDING).update(
-        status=DatasetStatus.PROCESSING, started_at=timezone.now()
+        status=DatasetStatus.PROCESSING, started_at=now, heartbeat_at=now
     )
     return Dataset.objects.get(pk=dataset_id) if claimed else None
+
+
+def dataset_requeue_stale(*, silent_for: timedelta) -> list[int]:
+    """Datasets whose processing task stopped beating (its worker died) go
+    back to pending and are queued again; returns their ids. Progress beats
+    every 10,000 rows, so a live task is never silent for minutes."""
+    from webapp.datasets.tasks import process_dataset
+
+    cutoff = timezone.now() - silent_for
+    requeued = []
+    for pk in Dataset.objects.filter(status=DatasetStatus.PROCESSING, heartbeat_at__lt=cutoff).values_list("pk", flat=True):
+        # Conditional update: a task that beats meanwhile keeps its row.
+        if Dataset.objects.filter(pk=pk, status=DatasetStatus.PROCESSING, heartbeat_at__lt=cutoff).update(
+            status=DatasetStatus.PENDING, processed_rows=0
+        ):
+            requeued.append(pk)
+            transaction.on_commit(lambda pk=pk: process_dataset.delay(pk))
+    return requeued
 
 
 def dataset_process(*, dataset_id: int) -> Dataset | None:
@@ -205,7 +225,7 @@ def dataset_process(*, dataset_id: int) -> Dataset | None:
     transform = (lambda row: categorise(row, mapping)) if dataset.kind == "eval" else None
 
     def progress(rows: int) -> None:
-        Dataset.objects.filter(pk=dataset.pk).update(processed_rows=rows)
+        Dataset.objects.filter(pk=dataset.pk).update(processed_rows=rows, heartbeat_at=timezone.now())
         notify_user(user_id=dataset.owner_id, payload={"event": "dataset.progress", "id": dataset.pk, "processed_rows": rows})
 
     partial = dataset_path(dataset, "canonical.jsonl.part")
