@@ -2,6 +2,11 @@
 // copy buttons, confirmation on destructive forms. No dependencies.
 (function () {
   "use strict";
+  // Django's CSRF token for the page scripts' fetch()/XHR POSTs.
+  window.csrfToken = function () {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  };
   document.addEventListener("click", function (event) {
     var toggle = event.target.closest("[data-nav-toggle]");
     if (toggle) {

@@ -13,10 +13,7 @@
   var file = null;
   var previewSeq = 0;  // only the latest preview's answer is shown
 
-  function token() {
-    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
+  var token = window.csrfToken;
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = !message;

@@ -5,10 +5,7 @@
   var form = document.getElementById("mixture-form");
   if (!form) { return; }
   var errorBox = document.getElementById("form-error");
-  function token() {
-    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
+  var token = window.csrfToken;
   function payload() {
     var components = [];
     form.querySelectorAll("tr[data-dataset]").forEach(function (row) {

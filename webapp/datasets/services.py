@@ -13,7 +13,6 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from webapp.core.errors import Conflict, ValidationFailed
@@ -22,6 +21,7 @@ from webapp.datasets.formats import BY_NAME, DEFAULT_CATEGORY_MAP, KINDS, catego
 from webapp.datasets.ingest import IngestError, IngestOptions, ingest, preview
 from webapp.datasets.models import Dataset, DatasetStatus, MixtureComponent
 from webapp.datasets.stats import StatsCollector, TokenCounter, tokenizer_counter
+from webapp.lib.ownership import next_version
 from webapp.registry.models import ModelArtifact
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,8 @@ def dataset_create_from_upload(
     try:
         size = _store_upload(upload, root / "original")
         with transaction.atomic():
-            latest = Dataset.objects.select_for_update().filter(owner=owner, name=name).aggregate(top=Max("version"))["top"]
             dataset = Dataset.objects.create(
-                owner=owner, name=name, version=(latest or 0) + 1, kind=kind, requested_format=format,
+                owner=owner, name=name, version=next_version(Dataset.objects.filter(owner=owner, name=name)), kind=kind, requested_format=format,
                 on_error=on_error, txt_mode=txt_mode, category_map=category_map if category_map is not None else dict(DEFAULT_CATEGORY_MAP),
                 stats_model=stats_model, original_name=safe_display_name(upload.name or ""), folder=folder, size_bytes=size,
             )

@@ -17,3 +17,13 @@ def visible_to(queryset: QuerySet[M], user: AbstractBaseUser | AnonymousUser) ->
     if user.is_staff:
         return queryset
     return queryset.filter(owner=user)
+
+
+def next_version(queryset: QuerySet[M]) -> int:
+    """1 + the highest `version` among `queryset`'s rows (one owner's rows of
+    one name), locking them so concurrent creations can't take the same one.
+    Call inside a transaction."""
+    from django.db.models import Max
+
+    top = queryset.select_for_update().aggregate(top=Max("version"))["top"]
+    return (top or 0) + 1

@@ -6,9 +6,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Max
 
 from webapp.core.errors import ValidationFailed
+from webapp.lib.ownership import next_version
 from webapp.registry.models import ArtifactKind, ModelArtifact
 
 
@@ -43,10 +43,7 @@ def artifact_register(
     if kind not in ArtifactKind.values:
         raise ValidationFailed(f"kind must be one of {', '.join(ArtifactKind.values)}", field="kind")
     relative = check_artifact_folder(folder)
-    # Lock the owner's rows of this name so two registrations can't both take
-    # the same next version (the unique constraint would reject the loser).
-    existing = ModelArtifact.objects.select_for_update().filter(owner=owner, name=name)
-    version = (existing.aggregate(top=Max("version"))["top"] or 0) + 1
+    version = next_version(ModelArtifact.objects.filter(owner=owner, name=name))
     return ModelArtifact.objects.create(
         owner=owner,
         name=name,
