@@ -216,10 +216,10 @@ class Trainer:
         start_step = 0
         if resume:
             start_step = self._load_checkpoint()
-        params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in engine.module.parameters())
-        trainable = sum(
-            (p.ds_numel if hasattr(p, "ds_numel") else p.numel()) for p in engine.module.parameters() if p.requires_grad
-        )
+        # Under ZeRO-3 a parameter holds only its shard; ds_numel is its full size.
+        sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in engine.module.parameters()]
+        params = sum(n for n, _ in sizes)
+        trainable = sum(n for n, grad in sizes if grad)
         progress.emit(
             "start", total_steps=total_steps, world_size=self.world, params=params, trainable_params=trainable,
             stage=config.stage, examples=len(train.examples), dropped_rows=train.dropped,
