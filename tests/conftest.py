@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework.test import APIClient
 
+from training_jobs.tiny import TinyModelSpec, make_tiny_model
 from webapp.accounts.services import api_key_create
 from webapp.core.heartbeat import KEY_PREFIX
 from webapp.lib.redis import get_redis
@@ -55,3 +56,18 @@ def artifacts_root(settings, tmp_path: Path) -> Iterator[Path]:
     root.mkdir()
     settings.ARTIFACTS_ROOT = root
     yield root
+
+
+# Tiny models (BPE tokenizer + 2-layer model from config), built once per session.
+@pytest.fixture(scope="session")
+def tiny_bloom(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "bloom"
+    make_tiny_model(TinyModelSpec(arch="bloom", seed=0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "llama"
+    make_tiny_model(TinyModelSpec(arch="llama", seed=0), out)
+    return out

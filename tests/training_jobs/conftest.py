@@ -12,24 +12,9 @@ from typing import Any
 import pytest
 
 from training_jobs.progress import read_events
-from training_jobs.tiny import TinyModelSpec, make_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS = ["空气炸锅", "洗衣机", "冰箱", "耳机", "口红", "羽绒服", "扫地机器人", "牙刷"]
-
-
-@pytest.fixture(scope="session")
-def tiny_bloom(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "bloom"
-    make_tiny_model(TinyModelSpec(arch="bloom", seed=0), out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("models") / "llama"
-    make_tiny_model(TinyModelSpec(arch="llama", seed=0), out)
-    return out
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
