@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework.test import APIClient
 
+from tests.triton_support import TritonServer, start_triton
 from training_jobs.tiny import TinyModelSpec, make_tiny_model
 from webapp.accounts.services import api_key_create
 from webapp.core.heartbeat import KEY_PREFIX
@@ -71,3 +72,12 @@ def tiny_llama(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "llama"
     make_tiny_model(TinyModelSpec(arch="llama", seed=0), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def triton_server(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A real Triton (pytriton's tritonserver, CPU) serving the tiny BLOOM
+    under FasterTransformer and TensorRT-LLM names; see tests.triton_support."""
+    log = tmp_path_factory.mktemp("triton") / "triton.log"
+    with start_triton(tiny_bloom, log) as server:
+        yield server
