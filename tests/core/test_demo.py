@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 from webapp.accounts.models import ApiKey
 from webapp.accounts.services import api_key_authenticate
 from webapp.core.demo import DEMO_USERNAME, demo_workspace_ensure
+from webapp.deployments.models import Deployment
 from webapp.registry.models import ModelArtifact
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,11 @@ def test_demo_workspace_is_built_once_and_kept(artifacts_root) -> None:
     assert again.api_key_raw is None  # the key was shown once
     assert again.model.pk == model.pk
     assert ApiKey.objects.count() == 1 and ModelArtifact.objects.count() == 1
+    assert first.deployments == again.deployments == ("demo-tiny", "demo-embed")
+    served = {d.name: d for d in Deployment.objects.all()}
+    assert set(served) == {"demo-tiny", "demo-embed"}
+    assert served["demo-tiny"].kind == "local" and served["demo-tiny"].artifact_id == model.pk
+    assert served["demo-embed"].kind == "embedding" and all(d.shared and d.enabled for d in served.values())
 
 
 def test_demo_password_from_the_environment_resets_it(artifacts_root, client) -> None:

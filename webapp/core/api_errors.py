@@ -12,13 +12,14 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from webapp.core.errors import Conflict, DomainError, NotFound, ValidationFailed, error_body
+from webapp.core.errors import Conflict, DomainError, NotFound, UpstreamFailed, ValidationFailed, error_body
 
 # exception class -> (HTTP status, error type)
 ERROR_TABLE: dict[type[BaseException], tuple[int, str]] = {
     ValidationFailed: (400, "invalid_request_error"),
     NotFound: (404, "not_found_error"),
     Conflict: (409, "conflict_error"),
+    UpstreamFailed: (502, "api_error"),
     Http404: (404, "not_found_error"),
     PermissionDenied: (403, "permission_error"),
     drf.NotAuthenticated: (401, "authentication_error"),

