@@ -158,6 +158,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {"task": "accounts.purge_expired_sessions", "schedule": 3600.0},
     "requeue-stale-datasets": {"task": "datasets.requeue_stale", "schedule": 300.0},
+    "check-deployments": {"task": "deployments.check_health", "schedule": 30.0},
 }
 # Uploads: Django spools anything over 2.5 MB to a temporary file, and the
 # dataset service streams it from there; this caps what it accepts.
@@ -166,6 +167,16 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # A processing task that has not reported progress for this long is presumed
 # dead (its worker was killed) and the dataset is queued again.
 DATASET_STALE_AFTER_S = 600
+
+# Serving (/v1). A request body over V1_MAX_BODY_BYTES answers 413; a key
+# with more requests in flight than its limit (ApiKey.max_concurrent_requests,
+# else this default) answers 429.
+V1_MAX_BODY_BYTES = 4 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = V1_MAX_BODY_BYTES
+V1_MAX_CONCURRENT_PER_KEY = 128
+V1_MAX_EMBEDDING_INPUTS = 2048
+SERVING_BACKEND_TIMEOUT_S = 120.0
+SERVING_HEALTH_TIMEOUT_S = 10.0
 
 WORKER_HEARTBEAT_INTERVAL_S = 5.0
 # A worker whose last heartbeat is older than this is reported as down.

@@ -7,11 +7,12 @@ from webapp.accounts.urls import auth_urlpatterns
 from webapp.core.navigation import SECTIONS
 from webapp.core.views import section_pending
 from webapp.datasets.urls import api_urlpatterns as datasets_api
+from webapp.deployments.urls import api_urlpatterns as deployments_api
 from webapp.registry.urls import api_urlpatterns as registry_api
 
 admin.site.site_header = "Domain LLM Workbench admin"
 
-api_urlpatterns = [*registry_api, *datasets_api]
+api_urlpatterns = [*registry_api, *datasets_api, *deployments_api]
 
 urlpatterns = [
     path("", include("webapp.core.urls")),
@@ -19,6 +20,8 @@ urlpatterns = [
     path("account/", include("webapp.accounts.urls")),
     path("models/", include("webapp.registry.urls")),
     path("datasets/", include("webapp.datasets.urls")),
+    path("deployments/", include("webapp.deployments.urls")),
+    path("v1/", include("webapp.api.urls")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),
 ]

@@ -7,6 +7,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from webapp.accounts import selectors, services
 from webapp.accounts.forms import ApiKeyCreateForm
+from webapp.api.selectors import usage_by_key
 from webapp.core.errors import ValidationFailed
 
 NEW_KEY_SESSION = "accounts.new_api_key"
@@ -27,6 +28,9 @@ def key_list(request: HttpRequest) -> HttpResponse:
             return redirect("accounts:key-list")
     new_key = request.session.pop(NEW_KEY_SESSION, None)
     keys = selectors.api_key_list(user=request.user)
+    usage = {row["id"]: row for row in usage_by_key(keys=keys)}
+    for key in keys:
+        key.usage = usage.get(key.pk)
     status = 400 if form.errors else 200
     return render(request, "accounts/key_list.html", {"form": form, "keys": keys, "new_key": new_key}, status=status)
 
