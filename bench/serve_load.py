@@ -65,6 +65,11 @@ class Sample:
     tokens: int
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Level:
     side: str
@@ -72,6 +77,7 @@ class Level:
     wall: float
     samples: list[Sample] = field(default_factory=list)
     errors: int = 0
+    gateway_cpu_ms: float = float("nan")  # CPU the gateway process spent per request
 
     def row(self) -> dict[str, float]:
         def ms(values: list[float], q: float | None = None) -> float:
@@ -90,7 +96,7 @@ class Level:
             "tpot_mean": ms(tpot), "tpot_p99": ms(tpot, 99),
             "itl_mean": ms(itl), "itl_p99": ms(itl, 99),
             "e2e_mean": ms(e2e), "e2e_p50": ms(e2e, 50), "e2e_p99": ms(e2e, 99), "e2e_p999": ms(e2e, 99.9),
-            "tokens_per_req": tokens / max(1, len(self.samples)),
+            "tokens_per_req": tokens / max(1, len(self.samples)), "gw_cpu_ms": self.gateway_cpu_ms,
         }
 
 
@@ -211,7 +217,7 @@ def direct_client(grpc_url: str, model_dir: Path, max_tokens: int):
 
 
 @contextmanager
-def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[str, str]]:
+def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[str, str, int]]:
     """daphne on a throwaway SQLite database with one Triton deployment."""
     redis = None
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir), DEBUG="0",
@@ -244,12 +250,24 @@ def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[
             if web.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"daphne did not start; see {workdir / 'daphne.log'}")
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", key
+        yield f"http://127.0.0.1:{port}", key, web.pid
     finally:
         web.terminate()
         web.wait(timeout=20)
         if redis is not None:
             redis.terminate()
+
+
+def pin(pids: list[int], cores: set[int]) -> None:
+    """Every thread of these processes (and what they start later) on `cores`."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", ",".join(map(str, sorted(cores))), str(pid)],
+                       check=True, capture_output=True)
+
+
+def session_pids(leader: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-s", str(leader)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
 
 
 def main() -> None:
@@ -259,14 +277,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=208, help="requests per level and side (at least 2× the level)")
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not give Triton its own core (by default the last core is Triton's, standing for "
+                             "the GPU box, and the gateway, daphne and this load generator share the others)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:
+        # One core for the server: more torch/OpenMP threads than cores spin
+        # against each other (0.8 req/s instead of ~20 at concurrency 1).
+        os.environ["OMP_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         workdir = Path(tmp)
         model_dir = args.model or workdir / "model"
         if args.model is None:
             make_tiny_model(TinyModelSpec(arch="bloom", seed=0), model_dir)
-        with start_triton(model_dir, workdir / "triton.log") as triton, gateway(model_dir, triton.grpc_url, workdir) as (base, key):
+        with start_triton(model_dir, workdir / "triton.log") as triton, gateway(model_dir, triton.grpc_url, workdir) as (base, key, web_pid):
+            cores = sorted(os.sched_getaffinity(0))
+            if not args.no_pin and len(cores) >= 2:
+                server_core, client_cores = {cores[-1]}, set(cores[:-1])
+                pin(session_pids(triton.pid), server_core)
+                pin([web_pid, os.getpid()], client_cores)
+                print(f"Triton on core {cores[-1]}; gateway and load generator on cores {sorted(client_cores)}")
+            args.web_pid = web_pid
             results = asyncio.run(measure(base, key, triton.grpc_url, model_dir, levels, args))
     report(results, args.json)
 
@@ -282,7 +314,10 @@ async def measure(base: str, key: str, grpc_url: str, model_dir: Path, levels: l
         # Alternate the order per level so neither side always runs on a warmer machine.
         order = [("direct", dc_one), ("gateway", gw_one)] if concurrency % 2 == 0 else [("gateway", gw_one), ("direct", dc_one)]
         for side, one in order:
+            cpu_before = cpu_seconds(args.web_pid)
             level = await run_level(side, concurrency, prompts, one)
+            if side == "gateway":
+                level.gateway_cpu_ms = 1000 * (cpu_seconds(args.web_pid) - cpu_before) / max(1, len(level.samples))
             results.append(level)
             row = level.row()
             print(f"{side:8s} c={concurrency:4d}  {row['req_s']:7.1f} req/s  TTFT p50 {row['ttft_p50']:7.1f} ms  "
@@ -295,7 +330,7 @@ async def measure(base: str, key: str, grpc_url: str, model_dir: Path, levels: l
 def report(results: list[Level], json_path: Path | None) -> None:
     rows = {(level.side, level.concurrency): level.row() for level in results}
     columns = ["req_s", "tok_s", "ttft_mean", "ttft_p50", "ttft_p99", "ttft_p999", "tpot_mean", "itl_mean", "itl_p99",
-               "e2e_mean", "e2e_p50", "e2e_p99", "e2e_p999", "tokens_per_req", "errors"]
+               "e2e_mean", "e2e_p50", "e2e_p99", "e2e_p999", "tokens_per_req", "gw_cpu_ms", "errors"]
     print("\nside     conc " + " ".join(f"{c:>10s}" for c in columns))
     for (side, concurrency), row in rows.items():
         print(f"{side:8s} {concurrency:4d} " + " ".join(f"{row[c]:10.1f}" for c in columns))

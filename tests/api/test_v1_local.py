@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -335,11 +336,15 @@ def test_failure_after_the_stream_started_is_an_error_event_then_done(world: Wor
 
 def test_every_request_is_logged_and_summed_per_key(world: World, django_db_blocker) -> None:
     from webapp.accounts.models import ApiKey
+    from webapp.api.gateway import LogWriter
     from webapp.api.models import RequestLog
     from webapp.api.selectors import usage_by_key
 
     reply = chat(world, model="tiny", max_tokens=3, temperature=0)
     post(world, "/chat/completions", {"model": "no-such-model", "messages": MESSAGES})
+    # Rows are written in batches a moment after the answer. (Not polled: on
+    # SQLite this test's read transaction would block the server's insert.)
+    time.sleep(LogWriter.FLUSH_AFTER_S + 1.5)
     with django_db_blocker.unblock():
         logs = RequestLog.objects.filter(api_key__name="alice", api_key__owner__username="v1-alice")
         ok = logs.filter(status_code=200, model="tiny", completion_tokens=reply.usage.completion_tokens).first()

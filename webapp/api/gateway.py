@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -33,6 +35,9 @@ from webapp.api.models import RequestLog
 from webapp.deployments.models import Deployment
 from webapp.deployments.selectors import servable_deployment
 from webapp.deployments.services import backend_config
+
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayError(Exception):
@@ -72,9 +77,11 @@ class CallLog:
         self.status_code, self.error = status, message[:500]
 
 
-async def save_log(log: CallLog) -> None:
+def save_log(log: CallLog) -> None:
+    """Queues the row; `LogWriter` inserts queued rows in one statement a
+    moment later, so no request waits for a database commit."""
     key = log.api_key
-    await sync_to_async(RequestLog.objects.create)(
+    writer_for_loop().add(RequestLog(
         owner_id=key.owner_id if key else None,
         api_key=key,
         endpoint=log.endpoint,
@@ -85,7 +92,44 @@ async def save_log(log: CallLog) -> None:
         latency_ms=int((time.monotonic() - log.started) * 1000),
         stream=log.stream,
         error=log.error,
-    )
+    ))
+
+
+class LogWriter:
+    """Batches request-log rows per event loop: one bulk insert every
+    FLUSH_AFTER_S instead of one commit per request. Rows still queued when
+    the process is killed are lost (the counts are bookkeeping, not billing)."""
+
+    FLUSH_AFTER_S = 0.25
+
+    def __init__(self) -> None:
+        self.pending: list[RequestLog] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, row: RequestLog) -> None:
+        self.pending.append(row)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.FLUSH_AFTER_S)
+        while self.pending:
+            rows, self.pending = self.pending, []
+            try:
+                await sync_to_async(RequestLog.objects.bulk_create)(rows)
+            except Exception:  # noqa: BLE001 - never let bookkeeping break serving
+                logger.exception("could not store %d request-log rows", len(rows))
+
+
+_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LogWriter] = weakref.WeakKeyDictionary()
+
+
+def writer_for_loop() -> LogWriter:
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        writer = _writers[loop] = LogWriter()
+    return writer
 
 
 # ---------------------------------------------------------------- parsing
@@ -352,20 +396,22 @@ async def stream_events(
         if plan.include_usage:
             yield sse({"id": plan.id, "object": kind, "created": plan.created, "model": plan.deployment.name,
                        "system_fingerprint": None, "choices": [], "usage": usage(log)})
+        yield sse("[DONE]")
     except InferenceError as error:
         log.fail(error.status, error.message)
-        yield sse({"error": {"message": error.message, "type": error.error_type, "param": error.param, "code": error.code}})
+        yield sse({"error": {"message": error.message, "type": error.error_type, "param": error.param, "code": error.code}}) + sse("[DONE]")
     except asyncio.CancelledError:
         log.fail(499, "client closed the connection")
         raise
     except Exception as error:  # noqa: BLE001 - the stream has started: report in-band
         log.fail(500, f"{type(error).__name__}: {error}")
-        yield sse({"error": {"message": "internal error while streaming", "type": "api_error", "param": None, "code": "internal_error"}})
+        yield sse({"error": {"message": "internal error while streaming", "type": "api_error", "param": None,
+                             "code": "internal_error"}}) + sse("[DONE]")
     finally:
+        # After [DONE]: the client is not kept waiting for the bookkeeping.
         for _, stream in started:
             await stream.aclose()  # type: ignore[attr-defined]
         await on_close()
-    yield sse("[DONE]")
 
 
 # ---------------------------------------------------------------- embeddings

@@ -78,7 +78,7 @@ async def serve(request: HttpRequest, endpoint: str, handler: Handler) -> HttpRe
             if slot is not None:
                 await slot.release()
             if log.api_key is not None:
-                await gateway.save_log(log)
+                gateway.save_log(log)
 
 
 async def _generation(plan: gateway.Plan, log: CallLog, slot: limits.Slot) -> HttpResponse:
@@ -89,7 +89,7 @@ async def _generation(plan: gateway.Plan, log: CallLog, slot: limits.Slot) -> Ht
 
     async def close() -> None:
         await slot.release()
-        await gateway.save_log(log)
+        gateway.save_log(log)
 
     response = StreamingHttpResponse(gateway.stream_events(plan, started, log, close), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
