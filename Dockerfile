@@ -23,7 +23,7 @@ COPY . .
 RUN useradd --create-home workbench && mkdir -p /data && chown workbench /data
 USER workbench
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-b", "0.0.0.0", "-p", "8000", "webapp.asgi:application"]
+CMD ["python", "-m", "daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", "webapp.asgi:application"]
 
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 AS gpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \

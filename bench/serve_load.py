@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -242,7 +243,10 @@ def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
     port = free_port()
     log = open(workdir / "daphne.log", "wb")
-    web = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"],
+    # A listen backlog above twisted's default 50: a burst of 104 new connections
+    # would otherwise lose SYNs and wait for the 1 s / 3 s retransmits.
+    web = subprocess.Popen([sys.executable, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                            "webapp.asgi:application"],
                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
@@ -254,6 +258,7 @@ def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[
     finally:
         web.terminate()
         web.wait(timeout=20)
+        shutil.copy(workdir / "daphne.log", Path(tempfile.gettempdir()) / "serve_load_daphne.log")
         if redis is not None:
             redis.terminate()
 
@@ -274,7 +279,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, help="model folder (default: a tiny BLOOM built here)")
     parser.add_argument("--levels", default="1,16,60,104")
-    parser.add_argument("--requests", type=int, default=208, help="requests per level and side (at least 2× the level)")
+    parser.add_argument("--requests", type=int, default=208, help="requests per level and side (at least 5× the level: fewer waves are dominated by the opening burst)")
     parser.add_argument("--max-tokens", type=int, default=20)
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--no-pin", action="store_true",
@@ -310,7 +315,7 @@ async def measure(base: str, key: str, grpc_url: str, model_dir: Path, levels: l
     await run_level("direct", 4, make_prompts(16, seed=99), dc_one)
     results = []
     for concurrency in levels:
-        prompts = make_prompts(max(args.requests, 2 * concurrency), seed=concurrency)
+        prompts = make_prompts(max(args.requests, 5 * concurrency), seed=concurrency)
         # Alternate the order per level so neither side always runs on a warmer machine.
         order = [("direct", dc_one), ("gateway", gw_one)] if concurrency % 2 == 0 else [("gateway", gw_one), ("direct", dc_one)]
         for side, one in order:

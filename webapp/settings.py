@@ -175,6 +175,9 @@ V1_MAX_BODY_BYTES = 4 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = V1_MAX_BODY_BYTES
 V1_MAX_CONCURRENT_PER_KEY = 128
 V1_MAX_EMBEDDING_INPUTS = 2048
+# A revoked key or an edited deployment reaches /v1 within this many seconds
+# (webapp.api.lookups).
+V1_LOOKUP_CACHE_S = 2.0
 SERVING_BACKEND_TIMEOUT_S = 120.0
 SERVING_HEALTH_TIMEOUT_S = 10.0
 

@@ -31,9 +31,9 @@ from inference.pool import pool
 from inference.prompts import check_messages
 from inference.text import apply_stop_strings
 from webapp.accounts.models import ApiKey
+from webapp.api import lookups
 from webapp.api.models import RequestLog
 from webapp.deployments.models import Deployment
-from webapp.deployments.selectors import servable_deployment
 from webapp.deployments.services import backend_config
 
 
@@ -156,7 +156,7 @@ def _model_name(body: Mapping[str, Any]) -> str:
 
 async def resolve_deployment(api_key: ApiKey, body: Mapping[str, Any]) -> Deployment:
     name = _model_name(body)
-    deployment = await sync_to_async(servable_deployment)(user=api_key.owner, name=name)
+    deployment = await lookups.deployment_for(api_key, name)
     if deployment is None:
         raise GatewayError(404, f"The model '{name}' does not exist or you do not have access to it.",
                            "invalid_request_error", "model_not_found", "model")

@@ -3,6 +3,7 @@ Each view authenticates, takes a concurrency slot and hands the body to
 `webapp.api.gateway`; errors come back in OpenAI's envelope."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,10 +15,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from webapp.accounts.authentication import bearer_token
 from webapp.accounts.models import ApiKey
-from webapp.accounts.services import api_key_authenticate
-from webapp.api import gateway, limits
+from webapp.api import gateway, limits, lookups
 from webapp.api.gateway import CallLog, GatewayError
 from webapp.deployments.selectors import servable_deployments
+
+logger = logging.getLogger(__name__)
 
 Handler = Callable[[ApiKey, dict[str, Any], CallLog, limits.Slot], Awaitable[HttpResponse]]
 
@@ -34,7 +36,7 @@ async def authenticate(request: HttpRequest) -> ApiKey:
     if token is None:
         raise GatewayError(401, "Missing API key: send 'Authorization: Bearer <key>' (create one on the API keys page).",
                            "invalid_request_error", "invalid_api_key")
-    api_key = await sync_to_async(api_key_authenticate)(token)
+    api_key = await lookups.api_key_for(token)
     if api_key is None:
         raise GatewayError(401, "Incorrect or revoked API key.", "invalid_request_error", "invalid_api_key")
     return api_key
@@ -63,7 +65,10 @@ async def serve(request: HttpRequest, endpoint: str, handler: Handler) -> HttpRe
         body = read_body(request)
         log.model = body["model"] if isinstance(body.get("model"), str) else ""
         log.stream = body.get("stream") is True
-        slot = await limits.acquire(log.api_key)
+        try:
+            slot = await limits.acquire(log.api_key)
+        except limits.LimiterUnavailable as error:
+            raise GatewayError(503, f"the gateway cannot count requests in flight: {error}", "api_error", "service_unavailable") from None
         if slot is None:
             raise GatewayError(429, f"this key already has {limits.limit_for(log.api_key)} requests in flight; retry when one finishes",
                                "rate_limit_error", "concurrency_limit_exceeded")
@@ -73,6 +78,10 @@ async def serve(request: HttpRequest, endpoint: str, handler: Handler) -> HttpRe
     except GatewayError as error:
         log.fail(error.status, error.message)
         return error_response(error)
+    except Exception as error:  # a bug: still answer in the envelope SDKs parse
+        logger.exception("unhandled error in %s", endpoint)
+        log.fail(500, f"{type(error).__name__}: {error}")
+        return error_response(GatewayError(500, "internal error", "api_error", "internal_error"))
     finally:
         if not handed_over:
             if slot is not None:

@@ -96,8 +96,6 @@ def parse_database_url(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
             # database on disk, where the other process can open it.
             "TEST": {"NAME": str(var_dir / "test-db.sqlite3")},
             "OPTIONS": {"timeout": 20},
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
         }
     scheme = urlsplit(raw).scheme
     if scheme not in _DB_SCHEMES:
@@ -106,9 +104,9 @@ def parse_database_url(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
             f"unsupported scheme {scheme or '(none)'!r}; use postgres://USER@HOST:PORT/NAME or sqlite:///PATH",
         )
     try:
-        # Persistent connections: a new PostgreSQL connection per request cost
-        # the /v1 gateway several ms of every call (health-checked on reuse).
-        db = dict(dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True))
+        # CONN_MAX_AGE stays 0: under ASGI each request runs its ORM calls in a
+        # thread of its own, so a "persistent" connection would leak with it.
+        db = dict(dj_database_url.parse(raw, conn_max_age=0))
     except Exception as exc:  # dj_database_url raises several exception types
         raise ConfigError("DATABASE_URL", f"cannot parse {raw!r}: {exc}") from exc
     if not db.get("NAME"):

@@ -58,7 +58,9 @@ class Command(BaseCommand):
                             "-n", "workbench@%h", "-l", "info"]),
                 ("beat", [python, "-m", "celery", "-A", "webapp", "beat", "-l", "info",
                           "-s", settings.CELERY_BEAT_SCHEDULE_FILENAME]),
-                ("web", [python, "-m", "daphne", "-b", host, "-p", str(port), "webapp.asgi:application"]),
+                # A listen backlog above twisted's default of 50: a burst of new
+                # /v1 connections would otherwise wait for SYN retransmits.
+                ("web", [python, "-m", "daphne", "-e", daphne_endpoint(host, port), "webapp.asgi:application"]),
             ]
             for name, argv in launch:
                 log = open(logs / f"{name}.log", "ab")
@@ -127,3 +129,8 @@ class Command(BaseCommand):
                 process.kill()
                 process.wait()
         self.stdout.write("stopped.")
+
+
+def daphne_endpoint(host: str, port: int, backlog: int = 1024) -> str:
+    """A twisted endpoint string (colons in an IPv6 address escaped)."""
+    return f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}:backlog={backlog}"
