@@ -3,15 +3,12 @@ test database, driven by Debian's Chromium through Playwright."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, child_env, stop_process, wait_until
-from webapp.lib.embedded_redis import free_port, port_is_free
+from tests.support import daphne_server
 
 CHROMIUM = "/usr/bin/chromium"
 # GUIDE §2: flags that work on these offline machines.
@@ -30,23 +27,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[str]:
     """Base URL of daphne serving webapp.asgi on a free port."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    with django_db_blocker.unblock():
-        env = child_env()
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until(lambda: not port_is_free(port) or process.poll() is not None, timeout_s=60, what="daphne to listen")
-        if process.poll() is not None:
-            raise AssertionError(f"daphne exited: {Path(log_path).read_text()[-2000:]}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_process(process)
-        log.close()
+    with daphne_server(log_path=log_path) as base_url:
+        yield base_url
 
 
 # Package scope: Playwright's sync API keeps an event loop running in the main
