@@ -163,6 +163,8 @@ CELERY_BEAT_SCHEDULE = {
 # Uploads: Django spools anything over 2.5 MB to a temporary file, and the
 # dataset service streams it from there; this caps what it accepts.
 DATASET_MAX_UPLOAD_BYTES = CONFIG.dataset_max_upload_mb * 1024 * 1024
+# Largest model import: a tarball's unpacked size (webapp.registry.imports).
+REGISTRY_MAX_IMPORT_BYTES = CONFIG.registry_max_import_mb * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # A processing task that has not reported progress for this long is presumed
 # dead (its worker was killed) and the dataset is queued again.

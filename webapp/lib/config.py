@@ -49,6 +49,7 @@ class Config:
     media_root: Path
     artifacts_root: Path
     dataset_max_upload_mb: int
+    registry_max_import_mb: int
 
 
 def parse_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -194,4 +195,5 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         media_root=media_root,
         artifacts_root=parse_path(env, "ARTIFACTS_ROOT", var_dir / "artifacts"),
         dataset_max_upload_mb=parse_int(env, "DATASET_MAX_UPLOAD_MB", 5120),
+        registry_max_import_mb=parse_int(env, "REGISTRY_MAX_IMPORT_MB", 20480),
     )
