@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from training_jobs.config import ConfigError, JobConfig, json_schema, load_config
+from training_jobs.config import ConfigError, JobConfig, json_schema, load_config, parse_config
 from training_jobs.progress import Progress
 
 EXIT_CONFIG = 2
@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a training job from its JSON config")
     run.add_argument("--config", required=True, type=Path)
     run.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+
+    validate = commands.add_parser(
+        "validate", help="check a job config without running it: prints ok, or `config error:` lines and exits 2"
+    )
+    validate.add_argument("--config", required=True, type=Path, help="the job config; - reads it from stdin")
+    validate.add_argument(
+        "--world-size", type=int, default=1, help="ranks the job will run on (the batch sizes must divide by it)"
+    )
 
     commands.add_parser("schema", help="print the job config's JSON Schema")
     return parser
@@ -88,6 +96,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The checks `run` makes before loading anything heavy (fields, model
+    folder, data files exist, batch sizes divide over the ranks), without
+    importing torch or reading the data rows: fast enough to answer a web
+    request. Prints `ok`, or one `config error: <field>: <problem>` line per
+    problem on stderr and exits 2 (no `error` event: nothing ran)."""
+    if args.world_size < 1:
+        print("config error: world_size: must be at least 1", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        if str(args.config) == "-":
+            try:
+                config = parse_config(json.loads(sys.stdin.read()))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"config: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        else:
+            config = load_config(args.config)
+        if not (Path(config.base_model) / "config.json").is_file():
+            raise ConfigError(f"base_model: {config.base_model} is not a model folder (no config.json)")
+        for field_name in ("train_data", "eval_data"):
+            path = getattr(config, field_name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{field_name}: file {path} does not exist")
+        config.gradient_accumulation(args.world_size)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"config error: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("ok")
+    return 0
+
+
 def cmd_make_tiny_model(args: argparse.Namespace) -> int:
     from training_jobs.tiny import TinyModelSpec, make_tiny_model
 
@@ -114,5 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(args)
     if args.command == "make-tiny-model":
         return cmd_make_tiny_model(args)
+    if args.command == "validate":
+        return cmd_validate(args)
     print(json.dumps(json_schema(), indent=2))
     return 0

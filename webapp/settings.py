@@ -159,6 +159,8 @@ CELERY_BEAT_SCHEDULE = {
     "purge-expired-sessions": {"task": "accounts.purge_expired_sessions", "schedule": 3600.0},
     "requeue-stale-datasets": {"task": "datasets.requeue_stale", "schedule": 300.0},
     "check-deployments": {"task": "deployments.check_health", "schedule": 30.0},
+    # On the default queue: every gpu worker may be busy training for hours.
+    "sweep-stale-jobs": {"task": "jobs.sweep_stale", "schedule": 20.0, "options": {"queue": "default"}},
 }
 # Uploads: Django spools anything over 2.5 MB to a temporary file, and the
 # dataset service streams it from there; this caps what it accepts.
@@ -169,6 +171,13 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # A processing task that has not reported progress for this long is presumed
 # dead (its worker was killed) and the dataset is queued again.
 DATASET_STALE_AFTER_S = 600
+# Training jobs: a job's runner writes heartbeat_at at least every
+# JOBS_HEARTBEAT_S (and with every progress line); the beat sweep marks a
+# running job failed once it has been silent for JOBS_STALE_AFTER_S (its
+# worker or machine died). 90 s + the 20 s sweep period keeps a lost job
+# from showing `running` for more than 2 minutes.
+JOBS_HEARTBEAT_S = 10
+JOBS_STALE_AFTER_S = 90
 
 # Serving (/v1). A request body over V1_MAX_BODY_BYTES answers 413; a key
 # with more requests in flight than its limit (ApiKey.max_concurrent_requests,

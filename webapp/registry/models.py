@@ -22,6 +22,7 @@ class ModelArtifact(models.Model):
     kind = models.CharField(max_length=16, choices=ArtifactKind.choices)
     folder = models.CharField(max_length=500, help_text="path relative to ARTIFACTS_ROOT")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    produced_by = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts")
     num_parameters = models.BigIntegerField(null=True, blank=True)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

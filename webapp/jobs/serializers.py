@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from webapp.jobs.models import Job, JobStage
+
+
+class JobSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    resources = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "owner", "stage", "status", "base_artifact", "dataset", "mixture", "eval_dataset", "config",
+            "output_name", "resources", "attempt", "cancel_requested", "step", "total_steps", "progress", "metrics",
+            "eval_metrics", "checkpoint_step", "result", "error", "output_artifact", "worker", "heartbeat_at",
+            "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_resources(self, job: Job) -> dict[str, Any]:
+        return {"queue": job.queue, "num_gpus": job.num_gpus, "hostfile": job.hostfile}
+
+    def get_progress(self, job: Job) -> float | None:
+        """Fraction of optimizer steps done (None before the start event)."""
+        if not job.total_steps:
+            return None
+        return round(min(job.step / job.total_steps, 1.0), 4)
+
+
+class JobCreateSerializer(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=JobStage.values)
+    base_artifact = serializers.IntegerField()
+    dataset = serializers.IntegerField(required=False, allow_null=True)
+    mixture = serializers.IntegerField(required=False, allow_null=True)
+    eval_dataset = serializers.IntegerField(required=False, allow_null=True)
+    config = serializers.JSONField(required=False, default=dict)
+    resources = serializers.JSONField(required=False, default=dict)
+    output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
