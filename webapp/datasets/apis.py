@@ -18,20 +18,8 @@ from webapp.datasets.serializers import (
     MixtureCreateSerializer,
     MixtureSerializer,
 )
+from webapp.lib.query import int_query_param
 from webapp.registry.selectors import artifact_get
-
-
-def _int_param(request: Request, name: str, default: int) -> int:
-    from webapp.core.errors import ValidationFailed
-
-    raw = request.query_params.get(name, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationFailed(f"{name} must be a whole number", field=name) from None
-    if value < 0:
-        raise ValidationFailed(f"{name} must not be negative", field=name)
-    return value
 
 
 class DatasetListCreateApi(generics.ListAPIView):
@@ -68,7 +56,7 @@ class DatasetDetailApi(generics.RetrieveDestroyAPIView):
 class DatasetRowsApi(APIView):
     def get(self, request: Request, pk: int) -> Response:
         dataset = selectors.dataset_get(user=request.user, pk=pk)
-        offset, limit = _int_param(request, "offset", 0), _int_param(request, "limit", 20)
+        offset, limit = int_query_param(request, "offset", 0), int_query_param(request, "limit", 20)
         rows = selectors.dataset_rows(dataset=dataset, offset=offset, limit=limit)
         return Response({"offset": offset, "limit": limit, "total": dataset.rows, "rows": rows})
 

@@ -15,18 +15,8 @@ from webapp.datasets.models import Dataset, Mixture
 from webapp.jobs import selectors, services
 from webapp.jobs.models import Job
 from webapp.jobs.serializers import JobCreateSerializer, JobSerializer
+from webapp.lib.query import int_query_param
 from webapp.registry.models import ModelArtifact
-
-
-def _int_param(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name, default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        raise ValidationFailed(f"{name} must be a whole number", field=name) from None
-    if value < 0:
-        raise ValidationFailed(f"{name} must not be negative", field=name)
-    return value
 
 
 def _row(model: type[Model], pk: int | None, field: str, label: str) -> Any:
@@ -85,7 +75,7 @@ class JobResumeApi(APIView):
 class JobEventsApi(APIView):
     def get(self, request: Request, pk: int) -> Response:
         job = selectors.job_get(user=request.user, pk=pk)
-        after, limit = _int_param(request, "after", 0), _int_param(request, "limit", 100)
+        after, limit = int_query_param(request, "after", 0), int_query_param(request, "limit", 100)
         events, has_more = selectors.job_events(job=job, after=after, limit=limit)
         return Response({"data": events, "has_more": has_more, "last_seq": events[-1]["seq"] if events else after})
 
@@ -103,5 +93,5 @@ class JobLogApi(APIView):
                     filename=f"job-{job.pk}-log.txt",
                 )
             return HttpResponse("", content_type="text/plain; charset=utf-8")
-        text = selectors.job_log_tail(job=job, lines=max(1, min(_int_param(request, "lines", 200), 10_000)))
+        text = selectors.job_log_tail(job=job, lines=max(1, min(int_query_param(request, "lines", 200), 10_000)))
         return HttpResponse(text, content_type="text/plain; charset=utf-8")
