@@ -12,9 +12,11 @@ from rest_framework.views import APIView
 
 from webapp.core.errors import ValidationFailed
 from webapp.datasets.models import Dataset, Mixture
-from webapp.jobs import selectors, services
-from webapp.jobs.models import Job
-from webapp.jobs.serializers import JobCreateSerializer, JobSerializer
+from webapp.jobs import pipelines, selectors, services
+from webapp.jobs.models import Job, Pipeline
+from webapp.jobs.serializers import (
+    JobCreateSerializer, JobSerializer, PipelineCreateSerializer, PipelineSerializer,
+)
 from webapp.lib.query import int_query_param
 from webapp.registry.models import ModelArtifact
 
@@ -95,3 +97,35 @@ class JobLogApi(APIView):
             return HttpResponse("", content_type="text/plain; charset=utf-8")
         text = selectors.job_log_tail(job=job, lines=max(1, min(int_query_param(request, "lines", 200), 10_000)))
         return HttpResponse(text, content_type="text/plain; charset=utf-8")
+
+
+class PipelineListCreateApi(generics.ListAPIView):
+    serializer_class = PipelineSerializer
+    parser_classes = [JSONParser]
+
+    def get_queryset(self) -> QuerySet[Pipeline]:
+        return pipelines.pipeline_list(user=self.request.user)
+
+    def post(self, request: Request) -> Response:
+        form = PipelineCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        pipeline = pipelines.pipeline_create(
+            owner=request.user, name=data["name"],
+            base_artifact=_row(ModelArtifact, data["base_artifact"], "base_artifact", "model"),
+            stages=pipelines.pipeline_stage_rows(stages=data["stages"], row=_row),
+        )
+        return Response(PipelineSerializer(pipeline).data, status=status.HTTP_201_CREATED)
+
+
+class PipelineDetailApi(generics.RetrieveAPIView):
+    serializer_class = PipelineSerializer
+
+    def get_queryset(self) -> QuerySet[Pipeline]:
+        return pipelines.pipeline_list(user=self.request.user)
+
+
+class PipelineCancelApi(APIView):
+    def post(self, request: Request, pk: int) -> Response:
+        pipeline = pipelines.pipeline_cancel(pipeline=pipelines.pipeline_get(user=request.user, pk=pk))
+        return Response(PipelineSerializer(pipeline).data)

@@ -17,6 +17,8 @@ class JobStage(models.TextChoices):
 
 
 class JobStatus(models.TextChoices):
+    # A pipeline stage whose input job has not succeeded yet (no base artifact).
+    WAITING = "waiting", "Waiting"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
@@ -30,6 +32,37 @@ TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 STAGE_DATA_KIND = {"pt": "corpus", "sft": "instruction", "rm": "preference", "dpo": "preference", "ppo": "prompts"}
 
 
+class PipelineStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class Pipeline(models.Model):
+    """Linked jobs (the recipe pt → sft → …): job N + 1 trains from job N's
+    output and starts when it succeeds (webapp.jobs.pipelines)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="pipelines")
+    name = models.CharField(max_length=100)
+    base_artifact = models.ForeignKey(
+        "registry.ModelArtifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="the model the first stage trains from",
+    )
+    status = models.CharField(max_length=16, choices=PipelineStatus.choices, default=PipelineStatus.QUEUED)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="pipelines_owner_created")]
+
+    def __str__(self) -> str:
+        return f"pipeline {self.pk} {self.name} ({self.status})"
+
+
 class Job(models.Model):
     """A training run of one stage. `attempt` counts claims by a worker:
     attempt N writes into the same output folder, so attempt N > 1 resumes
@@ -37,7 +70,10 @@ class Job(models.Model):
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     stage = models.CharField(max_length=8, choices=JobStage.choices)
-    base_artifact = models.ForeignKey("registry.ModelArtifact", on_delete=models.PROTECT, related_name="jobs")
+    # Unset only while a pipeline stage is `waiting` for its input job.
+    base_artifact = models.ForeignKey(
+        "registry.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
     # Exactly one of dataset / mixture. SET_NULL keeps the job's history when
     # its data is deleted; a queued job then fails with the reason.
     dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
@@ -68,6 +104,13 @@ class Job(models.Model):
     error = models.TextField(blank=True)
     output_artifact = models.ForeignKey(
         "registry.ModelArtifact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    pipeline = models.ForeignKey(Pipeline, null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    pipeline_index = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-based stage number in its pipeline")
+    depends_on = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents",
+        help_text="the job whose output this one trains from (a pipeline's previous stage)",
     )
 
     worker = models.CharField(max_length=255, blank=True, help_text="Celery node name of the current/last attempt")

@@ -36,6 +36,7 @@ from webapp.jobs import training_cli
 from webapp.jobs.events import allocate_seq, event_dict, notify_job, record_status
 from webapp.jobs.layout import job_config_path, job_folder, job_hostfile_path, job_log_path, job_output_dir
 from webapp.jobs.models import Job, JobEvent, JobStatus
+from webapp.jobs.pipelines import pipeline_settled
 from webapp.lib.embedded_redis import free_port
 from webapp.registry.models import ArtifactKind, ModelArtifact
 from webapp.registry.services import artifact_register
@@ -478,5 +479,7 @@ class JobRunner:
                 status=status, error=error, finished_at=timezone.now(), pid=None, **fields
             ):
                 return False
-            record_status(Job.objects.get(pk=self.job.pk), message=message or error)
+            settled = Job.objects.get(pk=self.job.pk)
+            record_status(settled, message=message or error)
+            pipeline_settled(settled)  # a pipeline's next stage, after the commit
         return True

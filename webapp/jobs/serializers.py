@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from webapp.jobs.models import Job, JobStage
+from webapp.jobs.models import Job, JobStage, Pipeline
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -18,7 +18,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id", "owner", "stage", "status", "base_artifact", "dataset", "mixture", "eval_dataset", "config",
             "output_name", "resources", "attempt", "cancel_requested", "step", "total_steps", "progress", "metrics",
             "eval_metrics", "checkpoint_step", "result", "error", "output_artifact", "worker", "heartbeat_at",
-            "created_at", "started_at", "finished_at",
+            "created_at", "started_at", "finished_at", "pipeline", "pipeline_index", "depends_on",
         ]
         read_only_fields = fields
 
@@ -41,3 +41,34 @@ class JobCreateSerializer(serializers.Serializer):
     config = serializers.JSONField(required=False, default=dict)
     resources = serializers.JSONField(required=False, default=dict)
     output_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+
+
+class PipelineSerializer(serializers.ModelSerializer):
+    """A pipeline with its jobs in stage order; `output_artifact` is the last
+    stage's output once the pipeline succeeded."""
+
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    jobs = serializers.SerializerMethodField()
+    output_artifact = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Pipeline
+        fields = ["id", "owner", "name", "status", "error", "base_artifact", "output_artifact", "jobs", "created_at", "finished_at"]
+        read_only_fields = fields
+
+    def _jobs(self, pipeline: Pipeline) -> list[Job]:
+        return sorted(pipeline.jobs.all(), key=lambda job: job.pipeline_index or 0)
+
+    def get_jobs(self, pipeline: Pipeline) -> list[dict[str, Any]]:
+        return JobSerializer(self._jobs(pipeline), many=True).data
+
+    def get_output_artifact(self, pipeline: Pipeline) -> int | None:
+        jobs = self._jobs(pipeline)
+        return jobs[-1].output_artifact_id if jobs and pipeline.status == "succeeded" else None
+
+
+class PipelineCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    base_artifact = serializers.IntegerField()
+    # [{stage, dataset | mixture, eval_dataset?, config?, resources?, output_name?}]; checked by the service.
+    stages = serializers.JSONField()

@@ -8,6 +8,9 @@ heartbeat — change a row at most once):
       │                  ├──exit 143 / cancel──► cancelled ──resume──► queued
       └──cancel──► cancelled  ├──other exit──► failed ──resume──► queued
                               └──no heartbeat (sweep)──► failed
+
+A pipeline's later stages start `waiting` (no base artifact) and become
+`queued` when the stage before succeeds (webapp.jobs.pipelines).
 """
 from __future__ import annotations
 
@@ -162,7 +165,7 @@ def enqueue_job(job: Job) -> None:
     transaction.on_commit(lambda: run_job.apply_async(args=[job_id], queue=queue))
 
 
-def job_create(
+def job_check(
     *,
     owner: AbstractBaseUser,
     stage: str,
@@ -173,9 +176,10 @@ def job_create(
     config: dict[str, Any] | None = None,
     resources: JobResources | None = None,
     output_name: str = "",
-) -> Job:
-    """Check everything a worker would trip on, store the job as queued and
-    enqueue it after commit."""
+) -> tuple[dict[str, Any], str]:
+    """Check everything a worker would trip on (job_create's checks, also
+    used per stage by pipelines.pipeline_create); returns the merged config
+    and the cleaned output name."""
     resources = resources or JobResources()
     if stage not in JobStage.values:
         raise ValidationFailed(f"stage must be one of {', '.join(JobStage.values)}", field="stage")
@@ -193,6 +197,28 @@ def job_create(
         stage=stage, config=merged, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
         eval_dataset=eval_dataset, world_size=world_size,
     )
+    return merged, output_name
+
+
+def job_create(
+    *,
+    owner: AbstractBaseUser,
+    stage: str,
+    base_artifact: ModelArtifact,
+    dataset: Dataset | None = None,
+    mixture: Mixture | None = None,
+    eval_dataset: Dataset | None = None,
+    config: dict[str, Any] | None = None,
+    resources: JobResources | None = None,
+    output_name: str = "",
+) -> Job:
+    """Check everything a worker would trip on, store the job as queued and
+    enqueue it after commit."""
+    resources = resources or JobResources()
+    merged, output_name = job_check(
+        owner=owner, stage=stage, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
+        eval_dataset=eval_dataset, config=config, resources=resources, output_name=output_name,
+    )
     with transaction.atomic():
         job = Job.objects.create(
             owner=owner, stage=stage, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
@@ -205,17 +231,21 @@ def job_create(
 
 
 def job_cancel(*, job: Job) -> Job:
-    """A queued job is cancelled at once. A running one gets
-    `cancel_requested`: its runner polls the flag (so the request may come
-    from any machine), sends SIGTERM to the training process group, and the
-    library saves a checkpoint and exits with 143 → cancelled."""
+    """A queued (or a pipeline's waiting) job is cancelled at once. A running
+    one gets `cancel_requested`: its runner polls the flag (so the request
+    may come from any machine), sends SIGTERM to the training process group,
+    and the library saves a checkpoint and exits with 143 → cancelled. A
+    pipeline's job that ends this way stops the stages after it."""
+    from webapp.jobs.pipelines import pipeline_settled
+
     now = timezone.now()
     with transaction.atomic():
-        if Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        if Job.objects.filter(pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.WAITING]).update(
             status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now
         ):
             job.refresh_from_db()
             record_status(job, message="cancelled before it started")
+            pipeline_settled(job)
             return job
         Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True)
     job.refresh_from_db()
@@ -226,7 +256,12 @@ def job_cancel(*, job: Job) -> Job:
 
 def job_resume(*, job: Job) -> Job:
     """A failed or cancelled job goes back to the queue; its next attempt
-    runs with `--resume`, from the last checkpoint in its output folder."""
+    runs with `--resume`, from the last checkpoint in its output folder. In
+    a pipeline it re-opens the pipeline (the stages it stopped wait again)."""
+    from webapp.jobs.pipelines import pipeline_reopen
+
+    if job.base_artifact_id is None:
+        raise Conflict("this pipeline stage never started: it has no input model yet; resume the stage it waited for")
     with transaction.atomic():
         resumed = Job.objects.filter(pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]).update(
             status=JobStatus.QUEUED, cancel_requested=False, error="", finished_at=None, pid=None
@@ -240,17 +275,20 @@ def job_resume(*, job: Job) -> Job:
         )
         record_status(job, message=message)
         enqueue_job(job)
+        pipeline_reopen(job)
     return job
 
 
 def job_run(*, job_id: int, worker: str) -> Job | None:
     """Run a queued job to its end on this worker. Safe to call twice: only
     the caller that moves it from queued to running does anything."""
+    from webapp.jobs.pipelines import pipeline_started
     from webapp.jobs.runner import JobRunner, claim
 
     job = claim(job_id=job_id, worker=worker)
     if job is None:
         return None
+    pipeline_started(job)
     JobRunner(job).run()
     return Job.objects.get(pk=job_id)
 
@@ -259,6 +297,8 @@ def job_sweep_stale(*, silent_for: timedelta) -> list[int]:
     """Running jobs whose runner has not beaten for `silent_for` (its worker
     died, or the machine did) become failed; returns their ids. A runner
     beats every JOBS_HEARTBEAT_S even when training prints nothing."""
+    from webapp.jobs.pipelines import pipeline_settled
+
     cutoff = timezone.now() - silent_for
     failed = []
     for pk in Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True):
@@ -271,5 +311,6 @@ def job_sweep_stale(*, silent_for: timedelta) -> list[int]:
             job.error = f"worker or training process lost (no heartbeat since {seen}, worker {job.worker or 'unknown'})"
             job.save(update_fields=["status", "finished_at", "pid", "error"])
             record_status(job, message=job.error)
+            pipeline_settled(job)
             failed.append(pk)
     return failed

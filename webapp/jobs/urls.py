@@ -13,4 +13,7 @@ api_urlpatterns = [
     path("jobs/<int:pk>/resume", apis.JobResumeApi.as_view(), name="api-job-resume"),
     path("jobs/<int:pk>/events", apis.JobEventsApi.as_view(), name="api-job-events"),
     path("jobs/<int:pk>/log", apis.JobLogApi.as_view(), name="api-job-log"),
+    path("pipelines/", apis.PipelineListCreateApi.as_view(), name="api-pipeline-list"),
+    path("pipelines/<int:pk>/", apis.PipelineDetailApi.as_view(), name="api-pipeline-detail"),
+    path("pipelines/<int:pk>/cancel", apis.PipelineCancelApi.as_view(), name="api-pipeline-cancel"),
 ]
