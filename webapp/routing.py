@@ -1,6 +1,9 @@
 """Websocket routes of every app, collected in one list."""
 from __future__ import annotations
 
-from webapp.core.routing import websocket_urlpatterns as core_ws
+from django.urls import path
 
-websocket_urlpatterns = [*core_ws]
+from webapp.core.routing import websocket_urlpatterns as core_ws
+from webapp.jobs.consumers import JobConsumer
+
+websocket_urlpatterns = [*core_ws, path("ws/jobs/<int:pk>/", JobConsumer.as_asgi())]

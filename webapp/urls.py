@@ -22,6 +22,7 @@ urlpatterns = [
     path("models/", include("webapp.registry.urls")),
     path("datasets/", include("webapp.datasets.urls")),
     path("deployments/", include("webapp.deployments.urls")),
+    path("jobs/", include("webapp.jobs.page_urls")),
     path("v1/", include("webapp.api.urls")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),

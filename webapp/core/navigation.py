@@ -18,7 +18,7 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section("datasets", "Datasets", "datasets:index", "Upload corpora, instruction, preference and eval data; validate and mix them.", True),
     Section("models", "Models", "registry:artifact-list", "The model registry: base models and everything trained from them, with lineage.", True),
-    Section("jobs", "Jobs", "jobs:index", "Launch, watch, cancel and resume training stages (PT, SFT, RM, PPO, DPO).", False),
+    Section("jobs", "Jobs", "jobs:index", "Launch, watch, cancel and resume training stages (PT, SFT, RM, PPO, DPO).", True),
     Section("deployments", "Deployments", "deployments:index", "Serve models through Triton, vLLM, an OpenAI-compatible server or locally.", True),
     Section("chat", "Chat", "chat:index", "Talk to a deployment, compare two in the arena, collect preferences.", False),
     Section("evaluations", "Evaluations", "evaluations:index", "GPT-4-as-judge pairwise comparisons and report pages.", False),

@@ -1,0 +1,236 @@
+"""The job form: its training settings are generated from the CLI's JSON
+Schema (`training_cli.config_schema()`), one input per settable field, with
+the stage defaults pre-filled; the path fields are the runner's to fill in.
+The form only parses; every rule about what a job needs lives in
+`services.job_create`, whose errors the view puts back on the field they name."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+
+from webapp.core.errors import DomainError
+from webapp.datasets.models import Dataset, DatasetStatus, Mixture
+from webapp.jobs import training_cli
+from webapp.jobs.models import STAGE_DATA_KIND, Job, JobStage
+from webapp.jobs.services import JobResources
+from webapp.lib.ownership import visible_to
+from webapp.registry.selectors import artifact_list
+
+CONFIG_PREFIX = "config_"
+# Service error fields that are not named like the form's fields.
+ERROR_FIELDS = {"resources.queue": "queue", "resources.num_gpus": "num_gpus", "resources.hostfile": "hostfile",
+                "resources": "num_gpus", "config": None}
+
+
+def cli_stages() -> list[str]:
+    """The stages the CLI accepts (its schema's `stage` enum), in JobStage order."""
+    accepted = training_cli.config_schema().get("properties", {}).get("stage", {}).get("enum") or JobStage.values
+    return [stage for stage in JobStage.values if stage in accepted]
+
+
+def _nullable(spec: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """`anyOf: [X, {type: null}]` → (X, True); anything else → (spec, False)."""
+    options = spec.get("anyOf")
+    if not options:
+        return spec, False
+    concrete = [option for option in options if option.get("type") != "null"]
+    if len(concrete) == 1 and len(concrete) < len(options):
+        return concrete[0], True
+    return spec, False
+
+
+def schema_field(name: str, spec: dict[str, Any], default: Any) -> forms.Field:
+    """One form field for the schema property `name`."""
+    inner, nullable = _nullable(spec)
+    label = spec.get("title") or name.replace("_", " ").capitalize()
+    help_text = spec.get("description", "")
+    kind = inner.get("type")
+    required = not nullable and default is not None
+    attrs: dict[str, Any] = {"data-config": name}
+    if "enum" in inner:
+        coerce = int if kind == "integer" else (float if kind == "number" else str)
+        choices = [(value, str(value)) for value in inner["enum"]]
+        if nullable:
+            choices = [("", "—"), *choices]
+        return forms.TypedChoiceField(
+            label=label, help_text=help_text, choices=choices, coerce=coerce, required=required,
+            empty_value=None, widget=forms.Select(attrs=attrs),
+        )
+    if kind == "boolean":
+        return forms.BooleanField(label=label, help_text=help_text, required=False, widget=forms.CheckboxInput(attrs=attrs))
+    if kind in ("integer", "number"):
+        bounds = []
+        for key, word in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<")):
+            if key in inner:
+                bounds.append(f"{word} {inner[key]}")
+        if bounds:
+            help_text = f"{help_text} ({', '.join(bounds)})" if help_text else ", ".join(bounds)
+        if nullable:
+            help_text = f"{help_text}; blank: not set" if help_text else "blank: not set"
+        if "minimum" in inner:
+            attrs["min"] = inner["minimum"]
+        if "maximum" in inner:
+            attrs["max"] = inner["maximum"]
+        if kind == "integer":
+            return forms.IntegerField(label=label, help_text=help_text, required=required, widget=forms.NumberInput(attrs=attrs))
+        # Floats are typed as text: learning rates read best as 2e-05, and
+        # the CLI's validation (not the browser's) judges the value.
+        return forms.FloatField(
+            label=label, help_text=help_text, required=required,
+            widget=forms.TextInput(attrs={**attrs, "inputmode": "decimal", "spellcheck": "false"}),
+        )
+    if kind == "string":
+        return forms.CharField(
+            label=label, help_text=help_text, required=False, strip=False, empty_value=None if nullable else "",
+            widget=forms.TextInput(attrs={**attrs, "spellcheck": "false"}),
+        )
+    # Objects (e.g. `lora`): JSON, blank for null.
+    return forms.JSONField(
+        label=label, help_text=f"{help_text} (a JSON object; blank: none)".strip(), required=False,
+        widget=forms.Textarea(attrs={**attrs, "rows": 2, "spellcheck": "false"}),
+    )
+
+
+def config_fields(stage: str) -> dict[str, tuple[forms.Field, Any]]:
+    """{config key: (form field, stage default)} for the schema's settable fields."""
+    schema = training_cli.config_schema()
+    defaults = training_cli.stage_defaults(stage)
+    fields = {}
+    for name, spec in schema.get("properties", {}).items():
+        if name in training_cli.PATH_FIELDS:
+            continue
+        fields[name] = (schema_field(name, spec, defaults.get(name)), defaults.get(name))
+    return fields
+
+
+def _data_label(source: Dataset | Mixture) -> str:
+    return f"{source.name} ({source.kind})"
+
+
+class DataChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return _data_label(obj)
+
+
+class ArtifactChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Any) -> str:
+        return f"{obj} ({obj.kind})"
+
+
+class JobForm(forms.Form):
+    stage = forms.ChoiceField(help_text="Changing it reloads the form with that stage's defaults.")
+    base_artifact = ArtifactChoiceField(label="Base model", queryset=None, help_text="The registry model to start from.")
+    dataset = DataChoiceField(
+        label="Dataset", queryset=None, required=False, empty_label="— none —",
+        help_text="A ready dataset of the kind the stage trains on; or choose a mixture.",
+    )
+    mixture = DataChoiceField(label="Mixture", queryset=None, required=False, empty_label="— none —",
+                              help_text="Instead of a dataset: a mixture snapshot.")
+    eval_dataset = DataChoiceField(label="Eval dataset", queryset=None, required=False, empty_label="— none —",
+                                   help_text="Optional held-out data of the same kind.")
+    output_name = forms.CharField(
+        label="Output name", max_length=100, required=False,
+        help_text="Registry name of the trained model; blank: <base>-<stage>.",
+    )
+
+    def __init__(self, *args: Any, user: AbstractBaseUser, stage: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage_value = stage
+        stages = cli_stages()
+        self.fields["stage"].choices = [(s, f"{s} — {JobStage(s).label}") for s in stages]
+        self.fields["stage"].initial = stage
+        self.fields["base_artifact"].queryset = artifact_list(user=user)
+        # The service judges the kind and readiness (its message names the
+        # field); the menus offer only what fits the stage.
+        datasets = visible_to(Dataset.objects.all(), user).order_by("name", "-id")
+        mixtures = visible_to(Mixture.objects.all(), user).order_by("name", "-id")
+        needed = STAGE_DATA_KIND.get(stage)
+        fitting = [d for d in datasets if d.kind == needed and d.status == DatasetStatus.READY]
+        for name in ("dataset", "eval_dataset"):
+            self.fields[name].queryset = datasets
+            self.fields[name].widget.choices = [("", "— none —"), *((d.pk, _data_label(d)) for d in fitting)]
+        self.fields["mixture"].queryset = mixtures
+        self.fields["mixture"].widget.choices = [("", "— none —"), *((m.pk, _data_label(m)) for m in mixtures if m.kind == needed)]
+        self.fields["dataset"].help_text = f"A ready {needed} dataset (stage {stage}); or choose a mixture."
+
+        self.config_keys: list[str] = []
+        for key, (field, default) in config_fields(stage).items():
+            if default is not None:
+                field.initial = default
+            self.fields[CONFIG_PREFIX + key] = field
+            self.config_keys.append(key)
+
+        queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+        self.fields["num_gpus"] = forms.IntegerField(
+            label="GPUs per node", min_value=0, initial=0,
+            help_text="0: one training process (CPU, or the worker's first GPU); N: the deepspeed launcher with N ranks.",
+        )
+        self.fields["queue"] = forms.ChoiceField(
+            choices=[(q, q) for q in queues], initial="gpu" if "gpu" in queues else queues[0],
+            help_text="Celery queue of the workers that may run it.",
+        )
+        self.fields["hostfile"] = forms.CharField(
+            label="Hostfile", required=False,
+            help_text="Optional, multi-node: one `hostname slots=N` line per machine.",
+            widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "placeholder": "worker-1 slots=8\nworker-2 slots=8"}),
+        )
+
+    # --- layout for the template
+
+    def general_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ("stage", "base_artifact", "dataset", "mixture", "eval_dataset", "output_name")]
+
+    def config_bound_fields(self) -> list[forms.BoundField]:
+        return [self[CONFIG_PREFIX + key] for key in self.config_keys]
+
+    def resource_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ("num_gpus", "queue", "hostfile")]
+
+    # --- values for the service
+
+    def clean_hostfile(self) -> str:
+        return self.cleaned_data["hostfile"].replace("\r\n", "\n")
+
+    def config(self) -> dict[str, Any]:
+        return {key: self.cleaned_data[CONFIG_PREFIX + key] for key in self.config_keys}
+
+    def resources(self) -> JobResources:
+        data = self.cleaned_data
+        return JobResources(queue=data["queue"], num_gpus=data["num_gpus"], hostfile=data["hostfile"])
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of services.job_create (call after is_valid)."""
+        data = self.cleaned_data
+        return {
+            "stage": data["stage"], "base_artifact": data["base_artifact"], "dataset": data["dataset"],
+            "mixture": data["mixture"], "eval_dataset": data["eval_dataset"], "config": self.config(),
+            "resources": self.resources(), "output_name": data["output_name"],
+        }
+
+    def add_service_error(self, error: DomainError) -> None:
+        """A service's error goes on the field it names (`config.x` → that
+        setting's input), else above the form."""
+        field = error.field or ""
+        if field in ERROR_FIELDS:
+            name = ERROR_FIELDS[field]
+        elif field.startswith("config."):
+            name = CONFIG_PREFIX + field.split(".", 2)[1]
+        else:
+            name = field
+        self.add_error(name if name in self.fields else None, error.message)
+
+
+def initial_from_job(job: Job) -> dict[str, Any]:
+    """The form's starting values for "Clone": the job's data, resources and
+    config (its config keys the current schema still has)."""
+    initial: dict[str, Any] = {
+        "stage": job.stage, "base_artifact": job.base_artifact_id, "dataset": job.dataset_id, "mixture": job.mixture_id,
+        "eval_dataset": job.eval_dataset_id, "output_name": job.output_name, "num_gpus": job.num_gpus,
+        "queue": job.queue, "hostfile": job.hostfile,
+    }
+    for key, value in job.config.items():
+        initial[CONFIG_PREFIX + key] = value
+    return initial
