@@ -95,21 +95,13 @@ def job_preview(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"ok": False, "errors": errors}, status=400)
     kwargs = form.create_kwargs()
     try:
-        # The same checks, in the same order, as services.job_create.
-        for name, label in (("base_artifact", "model"), ("dataset", "dataset"), ("mixture", "mixture"), ("eval_dataset", "dataset")):
-            services._check_visible(kwargs[name], request.user, name, label)
-        services.check_job_data(stage=stage, dataset=kwargs["dataset"], mixture=kwargs["mixture"], eval_dataset=kwargs["eval_dataset"])
-        world_size = services.check_resources(kwargs["resources"])
-        merged = services.job_config_merge(stage=stage, overrides=kwargs["config"])
-        services.check_job_config(
-            stage=stage, config=merged, base_artifact=kwargs["base_artifact"], dataset=kwargs["dataset"],
-            mixture=kwargs["mixture"], eval_dataset=kwargs["eval_dataset"], world_size=world_size,
-        )
+        merged, _ = services.job_check(owner=request.user, **kwargs)  # job_create's own checks
     except ValidationFailed as error:
         form.add_service_error(error)
         errors = {name: " ".join(errs) for name, errs in form.errors.items()}
         return JsonResponse({"ok": False, "errors": errors}, status=400)
     resources = kwargs["resources"]
+    world_size = services.check_resources(resources)
     job = Job(
         owner=request.user, stage=stage, base_artifact=kwargs["base_artifact"], dataset=kwargs["dataset"],
         mixture=kwargs["mixture"], eval_dataset=kwargs["eval_dataset"], config=merged, queue=resources.queue,
