@@ -18,9 +18,19 @@ class NotificationsConsumer(AsyncJsonWebsocketConsumer):
             # 4401: an application close code that tells the page "log in".
             await self.close(code=4401)
             return
-        self.group = user_group(user.pk)
+        group = await self.group_for(user)
+        if group is None:
+            # 4404: the thing to watch is absent for this user (as a page's 404).
+            await self.close(code=4404)
+            return
+        self.group = group
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
+
+    async def group_for(self, user: Any) -> str | None:
+        """The group this socket joins; None refuses it. Subclasses watch
+        other groups (a job's page) with the same protocol."""
+        return user_group(user.pk)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
