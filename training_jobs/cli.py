@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from training_jobs.config import ConfigError, JobConfig, json_schema, load_config, parse_config
 from training_jobs.progress import Progress
@@ -63,12 +64,34 @@ def _check_inputs(config: JobConfig) -> None:
     """Cheap checks before any heavy import: paths exist, data fits the stage."""
     from training_jobs.data import check_stage_data
 
-    base = Path(config.base_model)
-    if not (base / "config.json").is_file():
-        raise ConfigError(f"base_model: {base} is not a model folder (no config.json)")
+    check_paths(config)
     check_stage_data(config.stage, config.train_data, "train_data")
     if config.eval_data:
         check_stage_data(config.stage, config.eval_data, "eval_data")
+    if config.stage == "ppo" and config.ppo.ptx_data and config.ppo.ptx_coef > 0:
+        check_stage_data("pt", config.ppo.ptx_data, "ppo.ptx_data")
+
+
+def check_paths(config: JobConfig) -> None:
+    """Every model folder and data file the config names exists (no reads)."""
+    models = {"base_model": config.base_model}
+    if config.stage == "ppo" and config.reward_model:
+        models["reward_model"] = config.reward_model
+    if config.stage == "dpo" and config.dpo.reference_model:
+        models["dpo.reference_model"] = config.dpo.reference_model
+    for field_name, folder in models.items():
+        if not (Path(folder) / "config.json").is_file():
+            raise ConfigError(f"{field_name}: {folder} is not a model folder (no config.json)")
+    if config.stage == "ppo" and config.reward_model and not (Path(config.reward_model) / "reward_model.json").is_file():
+        raise ConfigError(f"reward_model: {config.reward_model} is not a reward model (no reward_model.json; train one with stage rm)")
+    files = {"train_data": config.train_data, "eval_data": config.eval_data}
+    if config.stage == "ppo" and config.ppo.ptx_coef > 0:
+        if not config.ppo.ptx_data:
+            raise ConfigError("ppo.ptx_data: ptx_coef > 0 needs a pre-training corpus")
+        files["ppo.ptx_data"] = config.ppo.ptx_data
+    for field_name, path in files.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{field_name}: file {path} does not exist")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,9 +106,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_failure(str(exc), config.output_dir)
 
-    from training_jobs.trainer import Trainer
+    trainer: Any
+    if config.stage == "ppo":
+        from training_jobs.ppo import PpoTrainer
 
-    trainer = Trainer(config)
+        trainer = PpoTrainer(config)
+    else:
+        from training_jobs.trainer import Trainer
+
+        trainer = Trainer(config)
     try:
         return trainer.run(resume=args.resume).exit_code
     except ConfigError as exc:  # found while reading data or the model
@@ -113,12 +142,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 raise ConfigError(f"config: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
         else:
             config = load_config(args.config)
-        if not (Path(config.base_model) / "config.json").is_file():
-            raise ConfigError(f"base_model: {config.base_model} is not a model folder (no config.json)")
-        for field_name in ("train_data", "eval_data"):
-            path = getattr(config, field_name)
-            if path and not Path(path).is_file():
-                raise ConfigError(f"{field_name}: file {path} does not exist")
+        check_paths(config)
         config.gradient_accumulation(args.world_size)
     except ConfigError as exc:
         for line in str(exc).splitlines():

@@ -5,7 +5,10 @@ Typed and validated with pydantic; every error names its field, and
 app generates its forms. Stage defaults come from the seed's recipe:
 pt — lr 1e-5, max_length 512, global batch 256, 3 epochs, warmup 10%;
 sft — lr 2e-5, max_length 1024, global batch 64, 2 epochs, warmup 10%, full
-fine-tuning.
+fine-tuning; rm — lr 2e-5, max_length 512, global batch 64, 5 epochs, warmup
+10%; ppo — LoRA r=32 on attention, batch 16, prompt 256 + response 256 tokens,
+actor lr 9.65e-6, critic lr 5e-6, 3 epochs. dpo is beyond the seed (sigmoid
+loss, beta 0.1).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Stage = Literal["pt", "sft"]
+Stage = Literal["pt", "sft", "rm", "ppo", "dpo"]
 
 # The seed's template: `User: {prompt}\n\nBot: `.
 DEFAULT_PROMPT_TEMPLATE = "User: {prompt}\n\nBot: "
@@ -24,6 +27,13 @@ CHAT_TEMPLATE = "chat_template"  # use the tokenizer's own chat template
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     "pt": {"learning_rate": 1e-5, "max_length": 512, "global_batch_size": 256, "epochs": 3, "warmup_ratio": 0.1},
     "sft": {"learning_rate": 2e-5, "max_length": 1024, "global_batch_size": 64, "epochs": 2, "warmup_ratio": 0.1},
+    "rm": {"learning_rate": 2e-5, "max_length": 512, "global_batch_size": 64, "epochs": 5, "warmup_ratio": 0.1},
+    # max_length = prompt_length + response_length; learning_rate is the actor's.
+    "ppo": {
+        "learning_rate": 9.65e-6, "max_length": 512, "global_batch_size": 16, "epochs": 3, "warmup_ratio": 0.1,
+        "lora": {"r": 32, "alpha": 32.0, "dropout": 0.0},
+    },
+    "dpo": {"learning_rate": 1e-6, "max_length": 512, "global_batch_size": 64, "epochs": 1, "warmup_ratio": 0.1},
 }
 
 # LoRA target modules per architecture (model_type in config.json).
@@ -48,12 +58,56 @@ class LoraConfig(BaseModel):
     )
 
 
+class PpoConfig(BaseModel):
+    """PPO settings (DeepSpeed-Chat's step_3 recipe; formulas in ppo.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_length: int = Field(256, ge=4, description="prompt tokens kept (the oldest are cut); prompts are left-padded")
+    response_length: int = Field(256, ge=1, description="most response tokens sampled; generation stops at EOS")
+    critic_learning_rate: float = Field(5e-6, gt=0, lt=1)
+    critic_zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="the critic's ZeRO stage; default: zero_stage")
+    ppo_epochs: int = Field(1, ge=1, description="passes over each batch of experience")
+    kl_coef: float = Field(0.1, ge=0, description="per-token KL penalty against the reference policy")
+    clip_reward: float = Field(5.0, gt=0, description="the reward model's score is clipped to ±clip_reward")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip_ratio: float = Field(0.2, gt=0, lt=1, description="policy ratio clipped to [1 − c, 1 + c]")
+    clip_value: float = Field(0.2, gt=0, description="critic values clipped to old ± c")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0, description="0: no top-k cut")
+    top_p: float = Field(1.0, gt=0, le=1)
+    ema: bool = Field(True, description="keep an EMA of the actor (the seed's recipe) and save it to ema/")
+    ema_decay: float = Field(0.992, gt=0, lt=1, description="ema ← decay·ema + (1 − decay)·actor after each step")
+    ptx_data: str | None = Field(None, description="pre-training corpus JSONL for the optional PTX (LM) loss")
+    ptx_coef: float = Field(0.0, ge=0, description="weight of the PTX loss; 0 disables it")
+    offload_reference: bool = Field(False, description="keep the frozen reference and reward models on the CPU")
+
+
+class DpoConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="strength of the implicit KL constraint (sigmoid DPO loss)")
+    reference_model: str | None = Field(None, description="frozen reference policy folder; default: base_model")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="conservative DPO: assumed share of flipped labels")
+
+
 class JobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stage: Stage = Field(description="pt: continued pre-training on a corpus; sft: supervised fine-tuning")
-    base_model: str = Field(description="folder of the model to start from (AutoModelForCausalLM)")
-    train_data: str = Field(description="canonical JSONL: pt rows {text}; sft rows {prompt,response} or {messages}")
+    stage: Stage = Field(
+        description="pt: continued pre-training on a corpus; sft: supervised fine-tuning; rm: reward model; "
+        "ppo: RLHF with PPO; dpo: direct preference optimisation"
+    )
+    base_model: str = Field(
+        description="folder of the model to start from (AutoModelForCausalLM); rm: the transformer under the value head; "
+        "ppo/dpo: the SFT policy"
+    )
+    reward_model: str | None = Field(None, description="ppo: folder of the reward model (an rm output); also the critic's start")
+    train_data: str = Field(
+        description="canonical JSONL: pt {text}; sft {prompt,response} or {messages}; rm/dpo {prompt,chosen,rejected}; "
+        "ppo {prompt}"
+    )
     eval_data: str | None = Field(None, description="held-out JSONL of the same kind")
     output_dir: str = Field(description="folder for checkpoints, progress.jsonl and the final model")
 
@@ -82,6 +136,8 @@ class JobConfig(BaseModel):
     save_every: int = Field(0, ge=0, description="steps between checkpoints; 0: only on SIGTERM")
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 42
+    ppo: PpoConfig = Field(default_factory=PpoConfig, description="ppo stage settings")
+    dpo: DpoConfig = Field(default_factory=DpoConfig, description="dpo stage settings")
 
     @model_validator(mode="before")
     @classmethod
@@ -102,7 +158,17 @@ class JobConfig(BaseModel):
             raise ValueError("offload_params needs zero_stage 3")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3")
-        if self.stage == "sft" and self.prompt_template != CHAT_TEMPLATE and "{prompt}" not in self.prompt_template:
+        if self.stage == "ppo":
+            if not self.reward_model:
+                raise ValueError("reward_model: stage ppo needs the reward model's folder")
+            if self.ppo.prompt_length + self.ppo.response_length > self.max_length:
+                raise ValueError(
+                    f"max_length ({self.max_length}) must hold ppo.prompt_length + ppo.response_length "
+                    f"({self.ppo.prompt_length} + {self.ppo.response_length})"
+                )
+        elif self.reward_model:
+            raise ValueError(f"reward_model: only stage ppo takes a reward model, not {self.stage}")
+        if self.stage != "pt" and self.prompt_template != CHAT_TEMPLATE and "{prompt}" not in self.prompt_template:
             raise ValueError("prompt_template must contain {prompt} (or be 'chat_template')")
         return self
 
@@ -116,6 +182,9 @@ class JobConfig(BaseModel):
         return self.global_batch_size // per_step
 
 
+FIELD_NAMED = ("reward_model: ",)
+
+
 def _format(error: ValidationError) -> str:
     errors = error.errors()
     # A bad stage makes every stage default "missing": report the cause only.
@@ -126,6 +195,9 @@ def _format(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
+        if not item["loc"] and message.startswith(FIELD_NAMED):
+            lines.append(message)  # a cross-field check that names its field
+            continue
         lines.append(f"{field}: {message}")
     return "\n".join(lines)
 

@@ -63,23 +63,33 @@ def read_jsonl(path: str | Path, *, field_name: str = "train_data") -> Iterator[
 def row_kind(row: dict[str, Any]) -> str:
     if "messages" in row:
         return "instruction"
+    if "prompt" in row and "chosen" in row and ("rejected" in row or "reject" in row):
+        return "preference"
     if "prompt" in row and "response" in row:
         return "instruction"
+    if "prompt" in row:
+        return "prompts"
     if "text" in row:
         return "corpus"
     return "unknown"
 
 
-STAGE_KIND = {"pt": "corpus", "sft": "instruction"}
-KIND_FIELDS = {"corpus": '{"text"}', "instruction": '{"prompt","response"} or {"messages"}'}
+STAGE_KIND = {"pt": "corpus", "sft": "instruction", "rm": "preference", "dpo": "preference", "ppo": "prompts"}
+# Kinds a stage also reads: PPO takes the prompt of a preference row.
+STAGE_ALSO_READS = {"ppo": {"preference"}}
+KIND_FIELDS = {
+    "corpus": '{"text"}', "instruction": '{"prompt","response"} or {"messages"}',
+    "preference": '{"prompt","chosen","rejected"}', "prompts": '{"prompt"}',
+}
 
 
 def check_stage_data(stage: str, path: str | Path, field_name: str) -> None:
-    """The first row must be of the stage's kind (pt: corpus; sft: instruction)."""
+    """The first row must be of the stage's kind (pt: corpus; sft: instruction;
+    rm/dpo: preference; ppo: prompts)."""
     expected = STAGE_KIND[stage]
     for number, row in read_jsonl(path, field_name=field_name):
         kind = row_kind(row)
-        if kind != expected:
+        if kind != expected and kind not in STAGE_ALSO_READS.get(stage, set()):
             raise ConfigError(
                 f"{field_name}: {path} line {number} holds {kind} data; stage {stage} needs {expected} rows {KIND_FIELDS[expected]}"
             )
