@@ -23,7 +23,8 @@ COPY . .
 RUN useradd --create-home workbench && mkdir -p /data && chown workbench /data
 USER workbench
 EXPOSE 8000
-CMD ["python", "-m", "daphne", "-e", "tcp:port=8000:interface=0.0.0.0:backlog=1024", "webapp.asgi:application"]
+# The same flags as webapp/lib/webserver.py; WEB_CONCURRENCY (uvicorn reads it) sets the worker processes.
+CMD ["python", "-m", "uvicorn", "webapp.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--backlog", "1024", "--lifespan", "off", "--http", "httptools", "--loop", "uvloop", "--ws", "websockets"]
 
 FROM nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04 AS gpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \

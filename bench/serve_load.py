@@ -42,6 +42,7 @@ from inference.text import IncrementalDecoder  # noqa: E402
 from tests.triton_support import start_triton  # noqa: E402
 from training_jobs.tiny import TinyModelSpec, make_tiny_model  # noqa: E402
 from webapp.lib.embedded_redis import free_port, port_is_free, start_embedded_redis  # noqa: E402
+from webapp.lib.webserver import web_argv  # noqa: E402
 
 MODEL = "tiny_ft_stream"
 ITEMS = ["空气炸锅", "洗衣机", "冰箱", "耳机", "口红", "羽绒服", "扫地机器人", "牙刷", "air fryer", "headphones"]
@@ -219,7 +220,8 @@ def direct_client(grpc_url: str, model_dir: Path, max_tokens: int):
 
 @contextmanager
 def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[str, str, int]]:
-    """daphne on a throwaway SQLite database with one Triton deployment."""
+    """The web server (uvicorn, as `make run` starts it) on a throwaway SQLite
+    database with one Triton deployment."""
     redis = None
     env = dict(os.environ, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir), DEBUG="0",
                DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT))
@@ -242,23 +244,19 @@ def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[
     key = subprocess.run([sys.executable, "manage.py", "shell", "-c", setup], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
     port = free_port()
-    log = open(workdir / "daphne.log", "wb")
-    # A listen backlog above twisted's default 50: a burst of 104 new connections
-    # would otherwise lose SYNs and wait for the 1 s / 3 s retransmits.
-    web = subprocess.Popen([sys.executable, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-                            "webapp.asgi:application"],
-                           cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(workdir / "web.log", "wb")
+    web = subprocess.Popen(web_argv("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while port_is_free(port):
             if web.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start; see {workdir / 'daphne.log'}")
+                raise RuntimeError(f"the web server did not start; see {workdir / 'web.log'}")
             time.sleep(0.1)
         yield f"http://127.0.0.1:{port}", key, web.pid
     finally:
         web.terminate()
         web.wait(timeout=20)
-        shutil.copy(workdir / "daphne.log", Path(tempfile.gettempdir()) / "serve_load_daphne.log")
+        shutil.copy(workdir / "web.log", Path(tempfile.gettempdir()) / "serve_load_web.log")
         if redis is not None:
             redis.terminate()
 
@@ -284,7 +282,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--no-pin", action="store_true",
                         help="do not give Triton its own core (by default the last core is Triton's, standing for "
-                             "the GPU box, and the gateway, daphne and this load generator share the others)")
+                             "the GPU box, and the gateway (uvicorn) and this load generator share the others)")
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     if not args.no_pin and len(os.sched_getaffinity(0)) >= 2:

@@ -83,21 +83,21 @@ def celery_worker(*, queues: str = "default,gpu,eval", log_dir: Path) -> Iterato
 
 
 @contextmanager
-def daphne_server(*, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """daphne serving webapp.asgi on a free port, on the test database;
-    yields its base URL."""
+def web_server(*, log_path: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """The production web server (uvicorn, as `make run` starts it) serving
+    webapp.asgi on a free port, on the test database; yields its base URL."""
     from webapp.lib.embedded_redis import free_port, port_is_free
+    from webapp.lib.webserver import web_argv
 
     port = free_port()
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "webapp.asgi:application"],
-        cwd=ROOT, env=child_env(**(env or {})), stdout=log, stderr=subprocess.STDOUT,
+        web_argv("127.0.0.1", port), cwd=ROOT, env=child_env(**(env or {})), stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_until(lambda: not port_is_free(port) or process.poll() is not None, timeout_s=60, what="daphne to listen")
+        wait_until(lambda: not port_is_free(port) or process.poll() is not None, timeout_s=60, what="the web server to listen")
         if process.poll() is not None:
-            raise AssertionError(f"daphne exited: {Path(log_path).read_text()[-2000:]}")
+            raise AssertionError(f"the web server exited: {Path(log_path).read_text()[-2000:]}")
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(process)

@@ -20,3 +20,19 @@ def test_compose_runs_every_queue_and_the_gpu_worker_on_nvidia() -> None:
     assert services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     targets = {line.split()[-1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")}
     assert targets == {"app", "gpu"}
+
+
+def test_container_web_command_is_the_one_make_run_starts() -> None:
+    """Dockerfile and compose spell out web_argv's flags: the same server
+    (uvicorn, body streamed to disk) with the same backlog everywhere."""
+    import json
+    import shlex
+
+    from webapp.lib.webserver import web_argv
+
+    expected = web_argv("0.0.0.0", 8000, python="python")
+    cmd_line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD "))
+    assert json.loads(cmd_line.removeprefix("CMD ")) == expected
+    web = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]["command"]
+    last = web.split("&&")[-1].strip().rstrip('"')
+    assert shlex.split(last) == expected

@@ -78,9 +78,12 @@ def pairwise_loss(
     rejected_values = _pad_to(rejected_values, width, 0.0)
     c_ids, r_ids = _pad_to(chosen_ids, width, -1), _pad_to(rejected_ids, width, -1)
     c_mask, r_mask = _pad_to(chosen_mask, width, 0), _pad_to(rejected_mask, width, 0)
-    # Padded positions never equal a token: mark them -1 (real ids are ≥ 0).
+    # Padding never equals a token but equals padding: mark it -1 on both
+    # sides (real ids are ≥ 0), so an identical pair padded in a wider batch
+    # has no divergence (distinct marks would put div at its end: an empty
+    # slice, a NaN loss).
     c_tokens = torch.where(c_mask.bool(), c_ids, torch.full_like(c_ids, -1))
-    r_tokens = torch.where(r_mask.bool(), r_ids, torch.full_like(r_ids, -2))
+    r_tokens = torch.where(r_mask.bool(), r_ids, torch.full_like(r_ids, -1))
     losses = []
     for i in range(c_ids.shape[0]):
         c_end, r_end = int(c_mask[i].sum()), int(r_mask[i].sum())

@@ -1,4 +1,6 @@
-"""One DeepSpeed training loop for the causal-LM stages (pt, sft).
+"""One DeepSpeed training loop for the stages pt, sft, rm and dpo; what
+differs between them (model, data, micro-batch loss, evaluation, output) is
+a `StageRecipe` (stages.py).
 
 Data order is a pure function of (seed, epoch), and a checkpoint records the
 optimizer step it was taken at, so `--resume` replays exactly the micro-batches
@@ -23,10 +25,13 @@ from typing import Any
 
 import torch
 
-from training_jobs.config import ConfigError, JobConfig, LORA_TARGETS
-from training_jobs.data import EncodedData, collate, encode_corpus, encode_instructions, plan_batches
+from training_jobs.config import ConfigError, JobConfig
+from training_jobs.data import plan_batches
 from training_jobs.dsconfig import deepspeed_config
 from training_jobs.progress import Progress
+from training_jobs.stages import StageRecipe, load_model, recipe_for
+
+__all__ = ["EXIT_CANCELLED", "Cancelled", "RunResult", "Trainer", "ensure_distributed_env", "load_model", "make_optimizer"]
 
 EXIT_CANCELLED = 143  # 128 + SIGTERM
 log = logging.getLogger("training_jobs")
@@ -72,38 +77,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def encode(config: JobConfig, tokenizer: Any, path: str, field_name: str) -> EncodedData:
-    if config.stage == "pt":
-        return encode_corpus(path, tokenizer, config.max_length, field_name)
-    return encode_instructions(path, tokenizer, config.prompt_template, config.max_length, field_name)
-
-
-def load_model(config: JobConfig) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # fp32 master weights; DeepSpeed casts the module for bf16/fp16 training.
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    if config.lora is not None:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import get_peft_model
-
-        targets = config.lora.target_modules or LORA_TARGETS.get(model.config.model_type)
-        if not targets:
-            raise ConfigError(f"lora.target_modules: no default for model type {model.config.model_type!r}; list the modules")
-        peft_config = PeftLoraConfig(
-            r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, peft_config)
-    return model, tokenizer
-
-
 def make_optimizer(model: Any, config: JobConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     # No weight decay on biases and norms (the usual AdamW recipe).
@@ -121,12 +94,11 @@ def make_optimizer(model: Any, config: JobConfig) -> torch.optim.Optimizer:
 
 
 def micro_batches(
-    lengths: list[int], config: JobConfig, start: int, rank: int, world: int
+    lengths: list[int], config: JobConfig, start: int, rank: int, world: int, group: bool
 ) -> Iterator[tuple[float, list[int]]]:
     """(fractional epoch, example indices) for this rank, endlessly, skipping
     the first `start` global micro-batches. Global micro-batch g goes to rank
     g % world."""
-    group = config.stage == "sft"
     epoch = 0
     seen = 0
     while True:
@@ -143,6 +115,7 @@ def micro_batches(
 class Trainer:
     def __init__(self, config: JobConfig, progress: Progress | None = None) -> None:
         self.config = config
+        self.stage: StageRecipe = recipe_for(config)
         self.output_dir = Path(config.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
         self.stop_requested = False
@@ -175,22 +148,22 @@ class Trainer:
         import deepspeed
         from transformers import get_scheduler
 
-        config, progress = self.config, self.progress
+        config, progress, stage = self.config, self.progress, self.stage
         assert progress is not None
         started = time.monotonic()
         seed_everything(config.seed)
         grad_accum = config.gradient_accumulation(self.world)
-        model, tokenizer = load_model(config)
-        train = encode(config, tokenizer, config.train_data, "train_data")
-        evaluation = encode(config, tokenizer, config.eval_data, "eval_data") if config.eval_data else None
-        if not train.examples:
+        model, tokenizer = stage.load()
+        train = stage.encode(tokenizer, config.train_data, "train_data")
+        evaluation = stage.encode(tokenizer, config.eval_data, "eval_data") if config.eval_data else None
+        lengths = stage.lengths(train)
+        if not lengths:
             raise ConfigError(f"train_data: no usable examples ({'; '.join(train.notes) or 'empty file'})")
-        lengths = [len(e.input_ids) for e in train.examples]
         micro_per_epoch = len(plan_batches(lengths, config.micro_batch_size, config.seed, 0, False))
         steps_per_epoch = micro_per_epoch // (grad_accum * self.world)
         if config.max_steps is None and steps_per_epoch == 0:
             raise ConfigError(
-                f"global_batch_size: {config.global_batch_size} exceeds the {len(train.examples)} training examples; "
+                f"global_batch_size: {config.global_batch_size} exceeds the {len(lengths)} training examples; "
                 "lower it or set max_steps"
             )
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
@@ -213,6 +186,7 @@ class Trainer:
             # ZeRO 1-3 collect their gradients through that same path: keep it.
             engine.enable_backward_allreduce = False
         self.engine = engine
+        stage.prepare(engine)
         start_step = 0
         if resume:
             start_step = self._load_checkpoint()
@@ -222,18 +196,21 @@ class Trainer:
         trainable = sum(n for n, grad in sizes if grad)
         progress.emit(
             "start", total_steps=total_steps, world_size=self.world, params=params, trainable_params=trainable,
-            stage=config.stage, examples=len(train.examples), dropped_rows=train.dropped,
+            stage=config.stage, examples=len(lengths), dropped_rows=train.dropped,
             gradient_accumulation=grad_accum, resumed_from_step=start_step if resume else None,
         )
         for note in train.notes:
             progress.emit("note", message=note)
 
-        stream = micro_batches(lengths, config, start_step * grad_accum * self.world, self.rank, self.world)
-        pad_id = tokenizer.pad_token_id
+        stream = micro_batches(
+            lengths, config, start_step * grad_accum * self.world, self.rank, self.world, stage.group_by_length
+        )
         engine.train()
         window_loss, window_micro, window_tokens = 0.0, 0, 0
+        window_stats = dict.fromkeys(stage.train_stats, 0.0)
         window_start = time.monotonic()
         last_loss: float | None = None
+        last_stats: dict[str, float | None] = dict.fromkeys(stage.train_stats)
         last_eval: dict[str, Any] | None = None
         epoch = 0.0
         step = start_step
@@ -242,36 +219,40 @@ class Trainer:
         while step < total_steps:
             for _ in range(grad_accum):
                 epoch, indices = next(stream)
-                batch = collate([train.examples[i] for i in indices], pad_id)
-                batch = {k: v.to(engine.device) for k, v in batch.items()}
-                loss = engine(**batch).loss
-                engine.backward(loss)
+                result = stage.train_micro(engine, stage.collate(train, indices, engine.device))
+                engine.backward(result.loss)
                 engine.step()
-                window_loss += float(loss.detach())
+                window_loss += float(result.loss.detach())
                 window_micro += 1
-                real_tokens = int(batch["attention_mask"].sum())
-                window_tokens += real_tokens
-                run_tokens += real_tokens
+                for name in stage.train_stats:
+                    window_stats[name] += result.stats[name]
+                window_tokens += result.tokens
+                run_tokens += result.tokens
             step += 1
             stop = self._agree(self.stop_requested)
             if step % config.log_every == 0 or step == total_steps or stop:
-                loss_sum, micro_sum, tokens_sum = self._sum([window_loss, window_micro, window_tokens])
+                loss_sum, micro_sum, tokens_sum, *stat_sums = self._sum(
+                    [window_loss, window_micro, window_tokens, *window_stats.values()]
+                )
                 elapsed = time.monotonic() - window_start
                 last_loss = loss_sum / max(micro_sum, 1)
+                # Stage statistics (rm accuracy, dpo margins…): window means over micro-batches and ranks.
+                last_stats = {name: total / max(micro_sum, 1) for name, total in zip(stage.train_stats, stat_sums)}
                 total_elapsed = time.monotonic() - started
                 done_fraction = (step - start_step) / max(total_steps - start_step, 1)
                 grad_norm = engine.get_global_grad_norm()
                 progress.emit(
-                    "metrics", step=step, epoch=round(epoch, 4), loss=last_loss, lr=scheduler.get_last_lr()[0],
+                    "metrics", step=step, epoch=round(epoch, 4), loss=last_loss, **last_stats, lr=scheduler.get_last_lr()[0],
                     grad_norm=float(grad_norm) if grad_norm is not None else None,
                     tokens_per_s=tokens_sum / elapsed if elapsed > 0 else None,
                     elapsed_s=round(total_elapsed, 3),
                     eta_s=round(total_elapsed / done_fraction * (1 - done_fraction), 3) if done_fraction else None,
                 )
                 window_loss, window_micro, window_tokens = 0.0, 0, 0
+                window_stats = dict.fromkeys(stage.train_stats, 0.0)
                 window_start = time.monotonic()
             if evaluation and config.eval_every and step % config.eval_every == 0 and step < total_steps:
-                last_eval = self._evaluate(evaluation, pad_id, step)
+                last_eval = self._evaluate(evaluation, step)
             if stop:
                 self._save_checkpoint(step)
                 progress.emit("cancelled", step=step, message="stopped by SIGTERM; resume with --resume")
@@ -281,12 +262,12 @@ class Trainer:
         loop_s = time.monotonic() - loop_start
         (all_tokens,) = self._sum([run_tokens])
         if evaluation:
-            last_eval = self._evaluate(evaluation, pad_id, step)
+            last_eval = self._evaluate(evaluation, step)
         metrics = {
             "stage": config.stage, "steps": step, "train_loss": last_loss,
-            "eval_loss": last_eval["eval_loss"] if last_eval else None,
-            "perplexity": last_eval["perplexity"] if last_eval else None,
-            "examples": len(train.examples), "dropped_rows": train.dropped,
+            **{f"train_{name}": value for name, value in last_stats.items()},
+            **stage.eval_summary(last_eval),
+            "examples": len(lengths), "dropped_rows": train.dropped,
             # Throughput of the training loop alone (no loading, no eval):
             # non-pad tokens over all ranks per second.
             "train_tokens": int(all_tokens), "train_runtime_s": round(loop_s, 3),
@@ -317,26 +298,13 @@ class Trainer:
     # -- evaluation ---------------------------------------------------------------
 
     @torch.no_grad()
-    def _evaluate(self, data: EncodedData, pad_id: int, step: int) -> dict[str, Any]:
-        """Token-weighted mean loss over the eval set. Every rank runs every
-        batch so ZeRO-3's collective forward stays in lockstep."""
+    def _evaluate(self, data: Any, step: int) -> dict[str, Any]:
         engine = self.engine
         engine.eval()
-        total_loss, total_tokens = 0.0, 0
-        size = self.config.micro_batch_size
-        order = sorted(range(len(data.examples)), key=lambda i: len(data.examples[i].input_ids))
-        for start in range(0, len(order), size):
-            batch = collate([data.examples[i] for i in order[start : start + size]], pad_id)
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            counted = int((batch["labels"][:, 1:] != -100).sum())
-            if counted == 0:
-                continue
-            loss = engine(**batch).loss
-            total_loss += float(loss) * counted
-            total_tokens += counted
-        engine.train()
-        eval_loss = total_loss / max(total_tokens, 1)
-        result = {"step": step, "eval_loss": eval_loss, "perplexity": math.exp(min(eval_loss, 50.0))}
+        try:
+            result = {"step": step, **self.stage.evaluate(engine, data)}
+        finally:
+            engine.train()
         assert self.progress is not None
         self.progress.emit("eval", **result)
         return result
@@ -369,8 +337,9 @@ class Trainer:
     # -- output -----------------------------------------------------------------------
 
     def _save_output(self, tokenizer: Any, metrics: dict[str, Any]) -> None:
-        """save_pretrained model + tokenizer (LoRA merged, adapter kept in
-        adapter/), job.json and metrics.json."""
+        """The stage's model folder (pt/sft/dpo: save_pretrained model +
+        tokenizer, LoRA merged, adapter kept in adapter/; rm: the reward model
+        folder), job.json and metrics.json."""
         import deepspeed
 
         module = self.engine.module
@@ -379,12 +348,7 @@ class Trainer:
         with gather:
             if self.rank == 0:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
-                if self.config.lora is not None:
-                    module.save_pretrained(self.output_dir / "adapter")
-                    module = module.merge_and_unload()
-                state = {k: v.detach().clone().contiguous() for k, v in module.state_dict().items()}
-                module.save_pretrained(self.output_dir, state_dict=state, safe_serialization=True)
-                tokenizer.save_pretrained(self.output_dir)
+                self.stage.save(module, tokenizer, self.output_dir)
                 (self.output_dir / "job.json").write_text(json.dumps(self.config.model_dump(), indent=2))
                 (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         import torch.distributed as dist

@@ -30,7 +30,7 @@ REDIS_URL = CONFIG.redis_url
 REDIS_IS_EMBEDDED = CONFIG.redis_is_embedded
 
 INSTALLED_APPS = [
-    "daphne",
+    "daphne",  # only for `manage.py runserver` and channels.testing; `make run` serves with uvicorn
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

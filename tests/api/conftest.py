@@ -1,4 +1,4 @@
-"""A live /v1: two daphne processes on the test database — the gateway under
+"""A live /v1: two web server processes on the test database — the gateway under
 test and a second instance that the `upstream` deployment (kind openai)
 calls — with users, keys and deployments committed for the whole package."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from tests.api.fake_upstream import fake_upstream
-from tests.support import daphne_server
+from tests.support import web_server
 from webapp.accounts.models import ApiKey
 from webapp.accounts.services import api_key_create, api_key_revoke
 from webapp.api.models import RequestLog
@@ -63,8 +63,8 @@ def world(django_db_setup, django_db_blocker, tiny_bloom: Path, tmp_path_factory
         ApiKey.objects.filter(name="limited", owner=alice).update(max_concurrent_requests=1)
         api_key_revoke(api_key=ApiKey.objects.get(name="revoked", owner=alice))
     try:
-        with (daphne_server(log_path=logs / "upstream.log") as upstream,
-              daphne_server(log_path=logs / "gateway.log") as base, fake_upstream() as fake):
+        with (web_server(log_path=logs / "upstream.log") as upstream,
+              web_server(log_path=logs / "gateway.log") as base, fake_upstream() as fake):
             with django_db_blocker.unblock():
                 _deployments(alice, bob, tiny_bloom, upstream, keys["upstream"], fake)
             yield World(base, upstream, keys["alice"], keys["bob"], keys["limited"], keys["revoked"], tiny_bloom)

@@ -1,4 +1,4 @@
-"""/v1 through the OpenAI SDK and LangChain against a live daphne, local
+"""/v1 through the OpenAI SDK and LangChain against a live web server, local
 backend (the tiny BLOOM in the server process) and embeddings."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.api.conftest import World
 from tests.support import wait_until
 
 # The marker makes pytest-django create the test database; the tests talk to
-# daphne over HTTP and only read the database after their calls (SQLite: a
+# the web server over HTTP and only read the database after their calls (SQLite: a
 # read holds a lock until the test's transaction ends).
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Browser-test harness: the real ASGI server (daphne) in a subprocess on the
+"""Browser-test harness: the real ASGI server (uvicorn) in a subprocess on the
 test database, driven by Debian's Chromium through Playwright."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import daphne_server
+from tests.support import web_server
 
 CHROMIUM = "/usr/bin/chromium"
 # GUIDE §2: flags that work on these offline machines.
@@ -26,9 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def asgi_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[str]:
-    """Base URL of daphne serving webapp.asgi on a free port."""
-    log_path = tmp_path_factory.mktemp("daphne") / "daphne.log"
-    with daphne_server(log_path=log_path) as base_url:
+    """Base URL of the web server (uvicorn) serving webapp.asgi on a free port."""
+    log_path = tmp_path_factory.mktemp("web") / "web.log"
+    with web_server(log_path=log_path) as base_url:
         yield base_url
 
 

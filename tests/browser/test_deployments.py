@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def model_folder(tiny_bloom: Path) -> Iterator[Path]:
-    """The tiny model under the ARTIFACTS_ROOT that daphne was started with
+    """The tiny model under the ARTIFACTS_ROOT that the web server was started with
     (the `artifacts_root` fixture only changes this process's settings)."""
     folder = Path(settings.ARTIFACTS_ROOT) / f"browser-{uuid.uuid4().hex[:8]}"
     shutil.copytree(tiny_bloom, folder)
@@ -69,7 +69,7 @@ def test_register_try_check_and_watch_a_local_deployment(page, make_user, model_
     deployment = Deployment.objects.get(name="kate-bloom-local")
     expect(page.get_by_role("status").first).to_contain_text("registered")
 
-    # Quick prompt: the tiny model loads inside daphne and answers.
+    # Quick prompt: the tiny model loads inside the web server and answers.
     page.fill("#try-prompt", "你好")
     page.fill("#try-max-tokens", "8")
     page.get_by_role("button", name="Send").click()

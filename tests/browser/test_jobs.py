@@ -21,7 +21,7 @@ STEPS = 300
 
 @pytest.fixture
 def roots(settings) -> Roots:
-    """The session's own MEDIA_ROOT and ARTIFACTS_ROOT: the daphne under test
+    """The session's own MEDIA_ROOT and ARTIFACTS_ROOT: the web server under test
     was started with them (a per-test folder would be invisible to it)."""
     media, artifacts = Path(settings.MEDIA_ROOT), Path(settings.ARTIFACTS_ROOT)
     shutil.rmtree(artifacts / "models" / "jobber-tiny", ignore_errors=True)

@@ -312,3 +312,38 @@ def test_download_under_asgi_is_an_async_stream(alice, alice_key, artifacts_root
     assert is_async  # Django would read a sync iterator into one list under ASGI
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         assert tar.extractfile("bloom-v1/model.safetensors").read() == (tiny_bloom / "model.safetensors").read_bytes()
+
+
+def _lora_adapter(tiny_bloom: Path, out: Path) -> tuple[Path, int]:
+    """What peft's save_pretrained writes for a LoRA on the tiny BLOOM (and
+    what a LoRA training run keeps in adapter/), with its trainable count."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_bloom),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["query_key_value"], task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.save_pretrained(out)
+    return out, trainable
+
+
+def test_a_lora_adapter_imports_with_kind_adapter(api_client, alice, artifacts_root, tiny_bloom, tmp_path) -> None:
+    adapter, trainable = _lora_adapter(tiny_bloom, tmp_path / "lora")
+    as_base = _upload(api_client, alice, _tarball(adapter), name="lora")
+    assert as_base.status_code == 400
+    assert as_base.json()["error"]["param"] == "file"
+    assert "no config.json" in as_base.json()["error"]["message"] and "kind adapter" in as_base.json()["error"]["message"]
+    assert not ModelArtifact.objects.exists()
+
+    response = _upload(api_client, alice, _tarball(adapter, top="lora"), name="lora", kind="adapter")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["kind"] == "adapter" and body["architecture"] == "LORA adapter (r=4)"
+    assert body["num_parameters"] == trainable
+    artifact = ModelArtifact.objects.get(pk=body["id"])
+    assert (artifacts_root / artifact.folder / "adapter_config.json").is_file()
+
+    # A full model is not an adapter, and the message says what to do.
+    wrong = _upload(api_client, alice, _tarball(tiny_bloom), name="full", kind="adapter")
+    assert wrong.status_code == 400
+    assert "not a PEFT adapter" in wrong.json()["error"]["message"] and "kind base" in wrong.json()["error"]["message"]

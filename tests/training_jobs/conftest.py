@@ -88,3 +88,90 @@ def base_config(model: Path, data: Path, out: Path, **overrides: Any) -> dict[st
     }
     config.update(overrides)
     return config
+
+
+# --- preference data and a trained tiny reward model (rm, dpo, ppo tests) ---------------
+
+MARKER = "好评"  # the synthetic preference: answers that contain it are chosen
+PHRASES = ["质量不错", "物流很快", "包装完好", "价格实惠", "做工精细", "颜色好看", "尺码合适", "声音很小"]
+
+
+def preference_rows(seed: int, count: int) -> list[dict[str, str]]:
+    """Pairs whose only systematic difference is the marker: chosen is 1–3
+    random phrases with MARKER among them, rejected 1–3 random phrases
+    without it. Learnable by a tiny reward model, and reachable for a PPO
+    policy that was SFT-trained on both sides (it already says MARKER about
+    half of the time)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        chosen = rng.sample(PHRASES, rng.randint(0, 2))
+        chosen.insert(rng.randint(0, len(chosen)), MARKER)
+        rejected = rng.sample(PHRASES, rng.randint(1, 3))
+        rows.append({"prompt": f"{rng.choice(ITEMS)}怎么样?", "chosen": "，".join(chosen) + "。", "rejected": "，".join(rejected) + "。"})
+    return rows
+
+
+@dataclass(frozen=True)
+class PreferenceSet:
+    model: Path  # a tiny BLOOM whose tokenizer knows the phrases (short sequences)
+    train: Path
+    eval: Path
+
+
+@pytest.fixture(scope="session")
+def preference_set(tmp_path_factory: pytest.TempPathFactory) -> PreferenceSet:
+    from training_jobs.tiny import SAMPLE_CORPUS, TinyModelSpec, make_tiny_model
+
+    folder = tmp_path_factory.mktemp("preferences")
+    train, evaluation = preference_rows(11, 256), preference_rows(12, 64)
+    corpus = folder / "corpus.txt"
+    lines = [f"User: {r['prompt']}\n\nBot: {r[side]}" for r in train for side in ("chosen", "rejected")]
+    corpus.write_text(SAMPLE_CORPUS.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
+    make_tiny_model(TinyModelSpec(arch="bloom", seed=0), folder / "bloom", corpus)
+    return PreferenceSet(
+        folder / "bloom", write_jsonl(folder / "train.jsonl", train), write_jsonl(folder / "eval.jsonl", evaluation)
+    )
+
+
+def _run_or_fail(config: dict[str, Any], folder: Path, name: str) -> JobRun:
+    run = run_job(write_config(folder, config, name))
+    if run.returncode != 0:
+        pytest.fail(f"{name} failed ({run.returncode}): {run.stderr[-3000:]}")
+    return run
+
+
+@pytest.fixture(scope="session")
+def sft_policy(preference_set: PreferenceSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BLOOM after SFT on both sides of the pairs: it answers in the
+    data's format and says MARKER in about half of its answers."""
+    folder = tmp_path_factory.mktemp("sft_policy")
+    rows = [
+        {"prompt": r["prompt"], "response": r[side]}
+        for r in json_lines(preference_set.train) for side in ("chosen", "rejected")
+    ]
+    data = write_jsonl(folder / "sft.jsonl", rows)
+    config = base_config(preference_set.model, data, folder / "out", global_batch_size=32, micro_batch_size=16, epochs=3, log_every=8)
+    _run_or_fail(config, folder, "sft.json")
+    return folder / "out"
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def trained_reward_model(
+    preference_set: PreferenceSet, sft_policy: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, Path]:
+    """(policy folder, reward model folder, preference data) — a reward model
+    trained with `python -m training_jobs run` (stage rm, from the SFT
+    policy) that prefers answers containing MARKER; its progress.jsonl holds
+    the run's events."""
+    folder = tmp_path_factory.mktemp("reward_model")
+    config = base_config(
+        sft_policy, preference_set.train, folder / "out", stage="rm", eval_data=str(preference_set.eval),
+        global_batch_size=16, micro_batch_size=8, learning_rate=1e-3, epochs=2, log_every=4,
+    )
+    _run_or_fail(config, folder, "rm.json")
+    return sft_policy, folder / "out", preference_set.train

@@ -335,12 +335,51 @@ def _count_on_meta(config: object, architecture: str) -> int | None:
         return None
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def inspect_artifact(folder: Path, *, where: str, kind: str) -> ModelInfo:
+    """inspect_adapter for kind `adapter`, inspect_model for the others."""
+    if kind == "adapter":
+        return inspect_adapter(folder, where=where)
+    return inspect_model(folder, where=where)
+
+
+def inspect_adapter(folder: Path, *, where: str) -> ModelInfo:
+    """A PEFT adapter folder (what peft's save_pretrained writes, and the
+    `adapter/` folder of a LoRA training run): adapter_config.json naming a
+    peft_type, and adapter weights, counted from their headers."""
+    config_path = folder / ADAPTER_CONFIG
+    if not config_path.is_file():
+        hint = " (it holds config.json: import it with kind base, policy or reward)" if (folder / "config.json").is_file() else ""
+        raise ValidationFailed(f"no {ADAPTER_CONFIG} in {where}: not a PEFT adapter{hint}", field="file")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(f"{ADAPTER_CONFIG} in {where} is not valid JSON: {first_line(exc)}", field="file") from None
+    peft_type = config.get("peft_type") if isinstance(config, dict) else None
+    if not isinstance(peft_type, str) or not peft_type:
+        raise ValidationFailed(f"{ADAPTER_CONFIG} in {where} names no peft_type", field="file")
+    weights = [folder / name for name in ADAPTER_WEIGHTS if (folder / name).is_file()]
+    if not weights:
+        raise ValidationFailed(f"no adapter weights in {where}: expected {' or '.join(ADAPTER_WEIGHTS)}", field="file")
+    if weights[0].suffix == ".safetensors":
+        count: int | None = _count_safetensors(weights[:1], where)
+    else:
+        count = _count_bin(weights[:1], where, None, "")
+    rank = config.get("r")
+    label = f"{peft_type} adapter" + (f" (r={rank})" if isinstance(rank, int) else "")
+    return ModelInfo(architecture=label[:100], num_parameters=count)
+
+
 def inspect_model(folder: Path, *, where: str) -> ModelInfo:
     """The folder must load offline with transformers (config and tokenizer;
     no remote code) and hold weights. `where` names it in messages ("the
     archive", "folder /x"). Weights are counted, not loaded."""
     if not (folder / "config.json").is_file():
-        raise ValidationFailed(f"no config.json in {where}: not a transformers model", field="file")
+        hint = " (it holds a PEFT adapter: import it with kind adapter)" if (folder / ADAPTER_CONFIG).is_file() else ""
+        raise ValidationFailed(f"no config.json in {where}: not a transformers model{hint}", field="file")
     from transformers import AutoConfig, AutoTokenizer
 
     try:

@@ -142,12 +142,12 @@ def artifact_import_folder(
         if source == root or relative.parts[0].startswith(imports.STAGING_PREFIX):
             raise ValidationFailed(f"{raw} is ARTIFACTS_ROOT itself or an import in progress, not a model folder", field="folder")
         imports.check_links_inside(source, root, where)
-        info = _inspect(source, where)
+        info = _inspect(source, where, kind)
         return artifact_register(
             owner=owner, name=name, architecture=info.architecture, kind=kind, folder=source,
             num_parameters=info.num_parameters, description=description,
         )
-    info = _inspect(source, where)
+    info = _inspect(source, where, kind)
     size, free = imports.folder_size(source), shutil.disk_usage(root).free
     if size > free:
         raise ValidationFailed(f"not enough disk space under ARTIFACTS_ROOT: {where} holds {imports.mib(size)}, {imports.mib(free)} are free", field="folder")
@@ -162,9 +162,9 @@ def artifact_import_folder(
         shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful move
 
 
-def _inspect(folder: Path, where: str) -> imports.ModelInfo:
+def _inspect(folder: Path, where: str, kind: str) -> imports.ModelInfo:
     try:
-        return imports.inspect_model(folder, where=where)
+        return imports.inspect_artifact(folder, where=where, kind=kind)
     except ValidationFailed as error:
         raise ValidationFailed(error.message, field="folder") from None
 
@@ -188,7 +188,7 @@ def artifact_import_tarball(
     try:
         upload.open("rb")
         imports.extract_archive(upload.file, staging, limit=limit, label=label)
-        info = imports.inspect_model(staging, where="the archive")
+        info = imports.inspect_artifact(staging, where="the archive", kind=kind)
         return _place_and_register(owner=owner, name=name, kind=kind, description=description, staging=staging, info=info)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

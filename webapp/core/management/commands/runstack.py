@@ -1,6 +1,6 @@
 """`make run`: migrate, build the demo workspace, start Redis (embedded when
 REDIS_URL is unset), a Celery worker on every queue, Celery beat and the
-daphne ASGI server; Ctrl-C stops everything it started."""
+ASGI web server (uvicorn, webapp/lib/webserver.py); Ctrl-C stops everything it started."""
 from __future__ import annotations
 
 import os
@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from webapp.core.demo import DEMO_USERNAME, demo_workspace_ensure
 from webapp.lib.config import EMBEDDED_REDIS_PORT
 from webapp.lib.embedded_redis import port_is_free, start_embedded_redis
+from webapp.lib.webserver import web_argv
 
 STOP_GRACE_S = 15
 
@@ -58,9 +59,7 @@ class Command(BaseCommand):
                             "-n", "workbench@%h", "-l", "info"]),
                 ("beat", [python, "-m", "celery", "-A", "webapp", "beat", "-l", "info",
                           "-s", settings.CELERY_BEAT_SCHEDULE_FILENAME]),
-                # A listen backlog above twisted's default of 50: a burst of new
-                # /v1 connections would otherwise wait for SYN retransmits.
-                ("web", [python, "-m", "daphne", "-e", daphne_endpoint(host, port), "webapp.asgi:application"]),
+                ("web", web_argv(host, port, python=python)),
             ]
             for name, argv in launch:
                 log = open(logs / f"{name}.log", "ab")
@@ -129,8 +128,3 @@ class Command(BaseCommand):
                 process.kill()
                 process.wait()
         self.stdout.write("stopped.")
-
-
-def daphne_endpoint(host: str, port: int, backlog: int = 1024) -> str:
-    """A twisted endpoint string (colons in an IPv6 address escaped)."""
-    return f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}:backlog={backlog}"

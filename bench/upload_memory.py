@@ -1,0 +1,134 @@
+"""Web-server memory during a large upload: daphne vs uvicorn, side by side.
+
+Each server runs webapp.asgi on its own throwaway SQLite database. After a
+small warm-up import (so transformers' tokenizer code is already loaded), one
+model tarball of --mb megabytes (the tiny model plus an incompressible
+padding file) is POSTed to /api/models/import/. Reported: the server
+process's peak RSS (VmHWM) before and after, and the time the import took.
+
+    .venv/bin/python bench/upload_memory.py --mb 400
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training_jobs.tiny import TinyModelSpec, make_tiny_model  # noqa: E402
+from webapp.lib.embedded_redis import free_port, port_is_free, start_embedded_redis  # noqa: E402
+from webapp.lib.webserver import web_argv  # noqa: E402
+
+SERVERS = {
+    "daphne": lambda port: [sys.executable, "-m", "daphne", "-e", f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
+                            "webapp.asgi:application"],
+    "uvicorn": lambda port: web_argv("127.0.0.1", port),
+}
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def make_tarball(model_dir: Path, out: Path, padding_mb: int) -> Path:
+    with tarfile.open(out, "w") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=f"model/{path.name}")
+        info = tarfile.TarInfo("model/padding.bin")
+        info.size = padding_mb * 1024 * 1024
+        # Random bytes: the same size on the wire whatever the compression.
+        chunk = os.urandom(1024 * 1024)
+        tar.addfile(info, io.BytesIO(chunk * padding_mb))
+    return out
+
+
+@contextmanager
+def server(name: str, workdir: Path, env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
+    env = dict(env, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir),
+               ARTIFACTS_ROOT=str(workdir / "artifacts"), MEDIA_ROOT=str(workdir / "media"), REGISTRY_MAX_IMPORT_MB="4096")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    setup = ("from django.contrib.auth import get_user_model;from webapp.accounts.services import api_key_create;"
+             "u = get_user_model().objects.create_user('bench');print(api_key_create(owner=u, name='bench').raw)")
+    key = subprocess.run([sys.executable, "manage.py", "shell", "-c", setup], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    port = free_port()
+    log = open(workdir / f"{name}.log", "wb")
+    process = subprocess.Popen(SERVERS[name](port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while port_is_free(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {workdir / (name + '.log')}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", key, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def upload(base: str, key: str, path: Path, name: str) -> tuple[int, float]:
+    started = time.monotonic()
+    with path.open("rb") as handle:
+        response = httpx.post(f"{base}/api/models/import/", headers={"Authorization": f"Bearer {key}"},
+                              data={"name": name}, files={"file": (path.name, handle, "application/x-tar")}, timeout=600)
+    if response.status_code != 201:
+        raise RuntimeError(f"import answered {response.status_code}: {response.text[:300]}")
+    return response.status_code, time.monotonic() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=int, default=400, help="size of the uploaded tarball's padding")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="upload-memory-") as tmp:
+        work = Path(tmp)
+        model = work / "tiny"
+        make_tiny_model(TinyModelSpec(arch="bloom", layers=2, hidden=64, heads=4), model)
+        small = make_tarball(model, work / "small.tar", 1)
+        big = make_tarball(model, work / "big.tar", args.mb)
+        env = dict(os.environ, DEBUG="0", DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT))
+        redis = None
+        if "REDIS_URL" not in env:
+            port = free_port()
+            redis = start_embedded_redis(port=port, workdir=work / "redis")
+            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        rows = []
+        try:
+            for name in SERVERS:
+                folder = work / name
+                folder.mkdir()
+                with server(name, folder, env) as (base, key, pid):
+                    upload(base, key, small, "warmup")
+                    before = peak_rss_mb(pid)
+                    _, seconds = upload(base, key, big, "big")
+                    after = peak_rss_mb(pid)
+                rows.append((name, before, after, seconds))
+        finally:
+            if redis is not None:
+                redis.terminate()
+    print(f"\nupload of a {args.mb} MB model tarball to /api/models/import/ (server peak RSS, VmHWM)")
+    print(f"{'server':8} {'before MB':>10} {'after MB':>10} {'growth MB':>10} {'import s':>9}")
+    for name, before, after, seconds in rows:
+        print(f"{name:8} {before:10.0f} {after:10.0f} {after - before:10.0f} {seconds:9.1f}")
+    growth = {name: after - before for name, before, after, _ in rows}
+    print(f"growth ratio uvicorn/daphne: {growth['uvicorn'] / max(growth['daphne'], 1):.3f} (body {args.mb} MB)")
+
+
+if __name__ == "__main__":
+    main()
