@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--world-size", type=int, default=1, help="ranks the job will run on (the batch sizes must divide by it)"
     )
+    validate.add_argument(
+        "--pending", action="append", default=[], choices=["base_model", "reward_model"],
+        help="a model path an earlier pipeline stage will produce: not checked yet (repeatable)",
+    )
 
     commands.add_parser("schema", help="print the job config's JSON Schema")
     return parser
@@ -72,17 +76,23 @@ def _check_inputs(config: JobConfig) -> None:
         check_stage_data("pt", config.ppo.ptx_data, "ppo.ptx_data")
 
 
-def check_paths(config: JobConfig) -> None:
-    """Every model folder and data file the config names exists (no reads)."""
+def check_paths(config: JobConfig, pending: frozenset[str] = frozenset()) -> None:
+    """Every model folder and data file the config names exists (no reads);
+    `pending` model fields are produced later (by an earlier pipeline stage)."""
     models = {"base_model": config.base_model}
     if config.stage == "ppo" and config.reward_model:
         models["reward_model"] = config.reward_model
     if config.stage == "dpo" and config.dpo.reference_model:
         models["dpo.reference_model"] = config.dpo.reference_model
     for field_name, folder in models.items():
+        if field_name in pending:
+            continue
         if not (Path(folder) / "config.json").is_file():
             raise ConfigError(f"{field_name}: {folder} is not a model folder (no config.json)")
-    if config.stage == "ppo" and config.reward_model and not (Path(config.reward_model) / "reward_model.json").is_file():
+    if (
+        config.stage == "ppo" and config.reward_model and "reward_model" not in pending
+        and not (Path(config.reward_model) / "reward_model.json").is_file()
+    ):
         raise ConfigError(f"reward_model: {config.reward_model} is not a reward model (no reward_model.json; train one with stage rm)")
     files = {"train_data": config.train_data, "eval_data": config.eval_data}
     if config.stage == "ppo" and config.ppo.ptx_coef > 0:
@@ -142,7 +152,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 raise ConfigError(f"config: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
         else:
             config = load_config(args.config)
-        check_paths(config)
+        check_paths(config, frozenset(args.pending))
         config.gradient_accumulation(args.world_size)
     except ConfigError as exc:
         for line in str(exc).splitlines():

@@ -69,10 +69,18 @@ def test_data_must_fit_the_stage(authed, alice, base, sft_data, make_dataset) ->
     assert error["param"] == "dataset" and "corpus" in error["message"]
     error = _error(authed.post("/api/jobs/", create_body(base, sft_data, eval_dataset=corpus.pk), format="json"))
     assert error["param"] == "eval_dataset"
-    # rm is a known stage with the right data, but the CLI has no rm yet.
+    # PPO reads prompts, or the prompts of preference rows; it needs a reward model.
     preference = make_dataset(alice, "preference", rows=[{"prompt": "Q", "chosen": "a", "rejected": "b"}], name="pref")
-    error = _error(authed.post("/api/jobs/", create_body(base, preference, stage="rm", config={}), format="json"))
-    assert error["param"] == "stage" and "'pt' or 'sft'" in error["message"]
+    error = _error(authed.post("/api/jobs/", create_body(base, corpus, stage="ppo", config={}), format="json"))
+    assert error["param"] == "dataset" and "prompts or preference" in error["message"]
+    error = _error(authed.post("/api/jobs/", create_body(base, preference, stage="ppo", config={}), format="json"))
+    assert error["param"] == "reward_artifact" and "needs a reward model" in error["message"]
+    body = {**create_body(base, preference, stage="ppo", config={}), "reward_artifact": base.pk}
+    error = _error(authed.post("/api/jobs/", body, format="json"))
+    assert error["param"] == "reward_artifact" and "not a reward model" in error["message"]
+    body = {**create_body(base, sft_data), "reward_artifact": base.pk}
+    error = _error(authed.post("/api/jobs/", body, format="json"))
+    assert error["param"] == "reward_artifact" and "only stage ppo" in error["message"]
     assert not Job.objects.exists()
 
 

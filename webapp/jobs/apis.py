@@ -46,6 +46,7 @@ class JobListCreateApi(generics.ListAPIView):
         job = services.job_create(
             owner=request.user, stage=data["stage"],
             base_artifact=_row(ModelArtifact, data["base_artifact"], "base_artifact", "model"),
+            reward_artifact=_row(ModelArtifact, data.get("reward_artifact"), "reward_artifact", "model"),
             dataset=_row(Dataset, data.get("dataset"), "dataset", "dataset"),
             mixture=_row(Mixture, data.get("mixture"), "mixture", "mixture"),
             eval_dataset=_row(Dataset, data.get("eval_dataset"), "eval_dataset", "dataset"),

@@ -9,8 +9,6 @@ from django.db import models
 class JobStage(models.TextChoices):
     PT = "pt", "Continued pre-training"
     SFT = "sft", "Supervised fine-tuning"
-    # Accepted here so rows and forms can name them; the training_jobs CLI
-    # refuses them (a 400 naming `stage`) until the RLHF stages land.
     RM = "rm", "Reward model"
     PPO = "ppo", "PPO"
     DPO = "dpo", "DPO"
@@ -28,8 +26,18 @@ class JobStatus(models.TextChoices):
 
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
-# The dataset kind each stage trains on (webapp.datasets.models.DatasetKind).
+# The dataset kind each stage trains on (webapp.datasets.models.DatasetKind),
+# and the kinds it also reads: PPO samples from the prompts of preference rows.
 STAGE_DATA_KIND = {"pt": "corpus", "sft": "instruction", "rm": "preference", "dpo": "preference", "ppo": "prompts"}
+STAGE_ALSO_READS = {"ppo": ("preference",)}
+
+
+def stage_data_kinds(stage: str) -> tuple[str, ...]:
+    return (STAGE_DATA_KIND[stage], *STAGE_ALSO_READS.get(stage, ()))
+
+
+# Model inputs of a stage besides base_model, by the CLI's config field.
+STAGE_MODEL_INPUTS = {"ppo": ("reward_model",)}
 
 
 class PipelineStatus(models.TextChoices):
@@ -74,6 +82,10 @@ class Job(models.Model):
     base_artifact = models.ForeignKey(
         "registry.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
     )
+    # ppo: the frozen reward model (also the critic's start); unset elsewhere.
+    reward_artifact = models.ForeignKey(
+        "registry.ModelArtifact", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     # Exactly one of dataset / mixture. SET_NULL keeps the job's history when
     # its data is deleted; a queued job then fails with the reason.
     dataset = models.ForeignKey("datasets.Dataset", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs")
@@ -110,7 +122,12 @@ class Job(models.Model):
     pipeline_index = models.PositiveSmallIntegerField(null=True, blank=True, help_text="0-based stage number in its pipeline")
     depends_on = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="dependents",
-        help_text="the job whose output this one trains from (a pipeline's previous stage)",
+        help_text="the pipeline's previous stage: this one is queued when it succeeds",
+    )
+    inputs = models.JSONField(
+        default=dict, blank=True,
+        help_text="pipeline stages: model field → index of the earlier stage whose output it takes, e.g. "
+        '{"base_model": 1, "reward_model": 2}',
     )
 
     worker = models.CharField(max_length=255, blank=True, help_text="Celery node name of the current/last attempt")

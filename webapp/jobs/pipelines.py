@@ -1,9 +1,11 @@
 """Pipelines: the recipe (pt → sft → …) as linked jobs.
 
-Job N + 1 `depends_on` job N and trains from its output: it is stored
-`waiting`, without a base artifact, and `pipeline_advance` (run after the
-commit that settles job N: the runner's `_finish`, a cancel of a queued job,
-the stale sweep) sets its base artifact and queues it. A failed or cancelled
+Job N + 1 `depends_on` job N (the stages run in order) and takes its
+models from earlier stages' outputs (`Job.inputs`, see stage_inputs: rm and
+ppo train from the SFT policy, ppo's reward model is the rm stage's): it is
+stored `waiting` without them, and `pipeline_advance` (run after the commit
+that settles job N: the runner's `_finish`, a cancel of a queued job, the
+stale sweep) fills them in and queues it. A failed or cancelled
 stage stops the stages after it (`cancelled`, error "stopped: stage …") and
 the pipeline becomes failed/cancelled. Every transition is a conditional
 UPDATE, so a duplicate advance does nothing.
@@ -34,13 +36,56 @@ from webapp.registry.models import ModelArtifact
 log = logging.getLogger(__name__)
 
 MAX_STAGES = 8
-STAGE_FIELDS = {"stage", "dataset", "mixture", "eval_dataset", "config", "resources", "output_name"}
+STAGE_FIELDS = {"stage", "dataset", "mixture", "eval_dataset", "config", "resources", "output_name", "inputs", "reward_artifact"}
+# The model fields a stage may take from an earlier stage's output, and the
+# job column each fills.
+INPUT_FIELDS = ("base_model", "reward_model")
+FIELD_OF_INPUT = {"base_model": "base_artifact", "reward_model": "reward_artifact"}
 OPEN = (PipelineStatus.QUEUED, PipelineStatus.RUNNING)
 
 
 def _prefixed(exc: ValidationFailed, prefix: str) -> ValidationFailed:
     field = f"{prefix}.{exc.field}" if exc.field else prefix
     return ValidationFailed(f"{prefix}: {exc.message}", field=field)
+
+
+def stage_inputs(stages: list[str], index: int, given: Any) -> dict[str, int]:
+    """Which earlier stage's output feeds each model field of stage `index`.
+    Defaults: base_model ← the nearest earlier stage that makes a policy (not
+    rm), so pt → sft → rm → ppo trains rm and ppo from the SFT policy; for
+    ppo, reward_model ← the nearest earlier rm stage. A field with no source
+    stage is absent (the pipeline's base model, or the stage's own
+    reward_artifact). `given` overrides, e.g. {"base_model": 1}."""
+    prefix = f"stages[{index}].inputs"
+    stage = stages[index]
+    inputs: dict[str, int] = {}
+    policies = [i for i in range(index) if stages[i] != "rm"]
+    if policies:
+        inputs["base_model"] = policies[-1]
+    rewards = [i for i in range(index) if stages[i] == "rm"]
+    if stage == "ppo" and rewards:
+        inputs["reward_model"] = rewards[-1]
+    if given is None:
+        return inputs
+    if not isinstance(given, dict):
+        raise ValidationFailed(f"{prefix} must map base_model / reward_model to an earlier stage's index", field=prefix)
+    for field, source in given.items():
+        where = f"{prefix}.{field}"
+        if field not in INPUT_FIELDS:
+            raise ValidationFailed(f"{prefix}: unknown field {field} (one of {', '.join(INPUT_FIELDS)})", field=where)
+        if field == "reward_model" and stage != "ppo":
+            raise ValidationFailed(f"{prefix}: only a ppo stage takes a reward model", field=where)
+        if source is None:
+            inputs.pop(field, None)
+            continue
+        if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < index:
+            raise ValidationFailed(f"{prefix}: {field} must be the index of an earlier stage (0 to {index - 1})", field=where)
+        wanted_rm = field == "reward_model"
+        if (stages[source] == "rm") != wanted_rm:
+            made = "a reward model" if stages[source] == "rm" else "a policy"
+            raise ValidationFailed(f"{prefix}: stage {source} ({stages[source]}) makes {made}, not what {field} needs", field=where)
+        inputs[field] = source
+    return inputs
 
 
 def pipeline_create(
@@ -59,6 +104,7 @@ def pipeline_create(
         raise ValidationFailed("stages must be a non-empty list", field="stages")
     if len(stages) > MAX_STAGES:
         raise ValidationFailed(f"a pipeline has at most {MAX_STAGES} stages", field="stages")
+    kinds = [spec.get("stage", "") if isinstance(spec, dict) else "" for spec in stages]
     checked = []
     for index, spec in enumerate(stages):
         prefix = f"stages[{index}]"
@@ -67,28 +113,35 @@ def pipeline_create(
         unknown = sorted(set(spec) - STAGE_FIELDS)
         if unknown:
             raise ValidationFailed(f"{prefix}: unknown field {unknown[0]}", field=f"{prefix}.{unknown[0]}")
+        inputs = stage_inputs(kinds, index, spec.get("inputs"))
         try:
             resources = spec.get("resources")
             resources = resources if isinstance(resources, JobResources) else JobResources.from_dict(resources)
+            # An input made by an earlier stage does not exist yet: the base
+            # artifact's folder stands in for a policy (same architecture);
+            # a reward model's head is checked when its stage has run.
             config, output_name = job_check(
                 owner=owner, stage=spec.get("stage", ""), base_artifact=base_artifact, dataset=spec.get("dataset"),
                 mixture=spec.get("mixture"), eval_dataset=spec.get("eval_dataset"), config=spec.get("config"),
                 resources=resources, output_name=spec.get("output_name") or "",
+                reward_artifact=None if "reward_model" in inputs else spec.get("reward_artifact"),
+                pending=("reward_model",) if "reward_model" in inputs else (),
             )
         except ValidationFailed as exc:
             raise _prefixed(exc, prefix) from None
-        checked.append((spec, resources, config, output_name))
+        checked.append((spec, resources, config, output_name, inputs))
 
     with transaction.atomic():
         pipeline = Pipeline.objects.create(owner=owner, name=name, base_artifact=base_artifact)
         previous: Job | None = None
-        for index, (spec, resources, config, output_name) in enumerate(checked):
+        for index, (spec, resources, config, output_name, inputs) in enumerate(checked):
             job = Job.objects.create(
-                owner=owner, stage=spec["stage"], base_artifact=base_artifact if previous is None else None,
+                owner=owner, stage=spec["stage"], base_artifact=None if "base_model" in inputs else base_artifact,
+                reward_artifact=None if "reward_model" in inputs else spec.get("reward_artifact"),
                 dataset=spec.get("dataset"), mixture=spec.get("mixture"), eval_dataset=spec.get("eval_dataset"),
                 config=config, output_name=output_name, queue=resources.queue, num_gpus=resources.num_gpus,
                 hostfile=resources.hostfile, pipeline=pipeline, pipeline_index=index, depends_on=previous,
-                status=JobStatus.QUEUED if previous is None else JobStatus.WAITING,
+                status=JobStatus.QUEUED if previous is None else JobStatus.WAITING, inputs=inputs,
             )
             if previous is None:
                 record_status(job, message=f"queued: stage 1 of pipeline {pipeline.pk}")
@@ -168,18 +221,26 @@ def pipeline_advance(*, job: Job) -> None:
             if following is None:
                 _settle_pipeline(pipeline, job, PipelineStatus.SUCCEEDED)
                 return
-            if job.output_artifact_id is None:
-                error = f"stopped: stage {number} ({job.stage}) succeeded but its output model was deleted"
+            # The stages run in order, so every input of the next one has
+            # succeeded by now; each must still have its output model.
+            sources = {job.pipeline_index: job, **{
+                stage.pipeline_index: stage for stage in pipeline.jobs.select_related("output_artifact")
+                if stage.pipeline_index in following.inputs.values()
+            }}
+            models = {field: sources[index].output_artifact for field, index in following.inputs.items()}
+            missing = next((sources[following.inputs[f]] for f, artifact in models.items() if artifact is None), None)
+            if missing is not None:
+                gone = (missing.pipeline_index or 0) + 1
+                error = f"stopped: stage {gone} ({missing.stage}) succeeded but its output model was deleted"
                 _stop_rest(pipeline, job.pipeline_index or 0, error)
                 _settle_pipeline(pipeline, job, PipelineStatus.FAILED, error)
                 return
-            if Job.objects.filter(pk=following.pk, status=JobStatus.WAITING).update(
-                status=JobStatus.QUEUED, base_artifact=job.output_artifact
-            ):
+            fields = {FIELD_OF_INPUT[field]: artifact for field, artifact in models.items()}
+            if Job.objects.filter(pk=following.pk, status=JobStatus.WAITING).update(status=JobStatus.QUEUED, **fields):
                 following.refresh_from_db()
-                record_status(
-                    following, message=f"queued: trains from {job.output_artifact} (stage {number}, job {job.pk})"
-                )
+                base = following.base_artifact
+                reward = f", reward model {following.reward_artifact}" if "reward_model" in models else ""
+                record_status(following, message=f"queued: trains from {base}{reward} (after stage {number}, job {job.pk})")
                 enqueue_job(following)
                 Pipeline.objects.filter(pk=pipeline.pk, status=PipelineStatus.QUEUED).update(status=PipelineStatus.RUNNING)
         elif job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
@@ -223,8 +284,9 @@ def pipeline_reopen(job: Job) -> None:
         pipeline_id=job.pipeline_id, pipeline_index__gt=job.pipeline_index, status=JobStatus.CANCELLED, attempt=0
     )
     for stopped in later:
+        inputs_reset = {FIELD_OF_INPUT[field]: None for field in stopped.inputs}
         if Job.objects.filter(pk=stopped.pk, status=JobStatus.CANCELLED, attempt=0).update(
-            status=JobStatus.WAITING, error="", finished_at=None, cancel_requested=False, base_artifact=None
+            status=JobStatus.WAITING, error="", finished_at=None, cancel_requested=False, **inputs_reset
         ):
             stopped.refresh_from_db()
             record_status(stopped, message=f"waiting again: stage {(job.pipeline_index or 0) + 1} was resumed")
@@ -245,7 +307,8 @@ def pipeline_stage_rows(*, stages: Any, row: Any) -> list[dict[str, Any]]:
             raise ValidationFailed(f"{prefix} must be an object", field=prefix)
         resolved = dict(spec)
         for field, model, label in (
-            ("dataset", Dataset, "dataset"), ("mixture", Mixture, "mixture"), ("eval_dataset", Dataset, "dataset")
+            ("dataset", Dataset, "dataset"), ("mixture", Mixture, "mixture"), ("eval_dataset", Dataset, "dataset"),
+            ("reward_artifact", ModelArtifact, "model"),
         ):
             value = spec.get(field)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

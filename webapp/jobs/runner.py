@@ -96,15 +96,27 @@ def train_data_path(*, dataset: Dataset | None, mixture: Mixture | None) -> Path
     return dataset_path(dataset, "canonical.jsonl")
 
 
+def _architecture(folder: Path) -> str | None:
+    """The model class named by a saved folder's config.json; None without one."""
+    try:
+        model_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str((model_config.get("architectures") or [model_config.get("model_type", "unknown")])[0])
+
+
 def resolved_config(
     *, stage: str, config: dict[str, Any], base_artifact: ModelArtifact, dataset: Dataset | None,
     mixture: Mixture | None, eval_dataset: Dataset | None, output_dir: str | Path,
+    reward_artifact: ModelArtifact | None = None,
 ) -> dict[str, Any]:
     """The job.json the CLI gets: the stored config plus this machine's paths."""
     full = {
         **config, "stage": stage, "base_model": str(Path(settings.ARTIFACTS_ROOT) / base_artifact.folder),
         "train_data": str(train_data_path(dataset=dataset, mixture=mixture)), "output_dir": str(output_dir),
     }
+    if reward_artifact is not None:
+        full["reward_model"] = str(Path(settings.ARTIFACTS_ROOT) / reward_artifact.folder)
     if eval_dataset is not None:
         full["eval_data"] = str(dataset_path(eval_dataset, "canonical.jsonl"))
     return full
@@ -141,6 +153,7 @@ def launch_preview(job: Job) -> dict[str, Any]:
         "config": resolved_config(
             stage=job.stage, config=job.config, base_artifact=job.base_artifact, dataset=job.dataset,
             mixture=job.mixture, eval_dataset=job.eval_dataset, output_dir=job_output_dir(job.pk),
+            reward_artifact=job.reward_artifact,
         ),
     }
 
@@ -266,7 +279,7 @@ class JobRunner:
                 raise _SetupError(f"dataset {source} is {source.status}, not ready")
         return resolved_config(
             stage=job.stage, config=job.config, base_artifact=job.base_artifact, dataset=job.dataset,
-            mixture=job.mixture, eval_dataset=job.eval_dataset, output_dir=output,
+            mixture=job.mixture, eval_dataset=job.eval_dataset, output_dir=output, reward_artifact=job.reward_artifact,
         )
 
     def _watch(self, events: queue.Queue[Any]) -> None:
@@ -444,14 +457,14 @@ class JobRunner:
     def _succeed(self) -> None:
         job = self.job
         output = job_output_dir(job.pk)
-        try:
-            model_config = json.loads((output / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        architecture = _architecture(output)
+        if architecture is None:
             self._finish(JobStatus.FAILED, error=f"training exited with code 0 but left no model in {output}")
             return
-        architecture = (model_config.get("architectures") or [model_config.get("model_type", "unknown")])[0]
         suffix = f"-{job.stage}"
         name = job.output_name or f"{job.base_artifact.name[: 100 - len(suffix)]}{suffix}"
+        ema = output / "ema"  # ppo with ema: the EMA actor, a second servable policy
+        ema_architecture = _architecture(ema) if job.stage == "ppo" else None
         try:
             with transaction.atomic():
                 artifact = artifact_register(
@@ -460,7 +473,15 @@ class JobRunner:
                     parent=job.base_artifact, num_parameters=self.params,
                     description=f"{job.get_stage_display()} of {job.base_artifact} by job {job.pk}",
                 )
-                ModelArtifact.objects.filter(pk=artifact.pk).update(produced_by=job)
+                produced = [artifact.pk]
+                if ema_architecture is not None:
+                    ema_artifact = artifact_register(
+                        owner=job.owner, name=f"{name[:96]}-ema", architecture=ema_architecture, kind=ArtifactKind.POLICY,
+                        folder=ema, parent=job.base_artifact, num_parameters=self.params,
+                        description=f"EMA of the PPO actor of {job.base_artifact} by job {job.pk}",
+                    )
+                    produced.append(ema_artifact.pk)
+                ModelArtifact.objects.filter(pk__in=produced).update(produced_by=job)
                 if not self._finish(JobStatus.SUCCEEDED, message=f"registered {artifact}", output_artifact=artifact):
                     raise _Lost
         except _Lost:

@@ -15,10 +15,10 @@ class JobSerializer(serializers.ModelSerializer):
     class Meta:
         model = Job
         fields = [
-            "id", "owner", "stage", "status", "base_artifact", "dataset", "mixture", "eval_dataset", "config",
+            "id", "owner", "stage", "status", "base_artifact", "reward_artifact", "dataset", "mixture", "eval_dataset", "config",
             "output_name", "resources", "attempt", "cancel_requested", "step", "total_steps", "progress", "metrics",
             "eval_metrics", "checkpoint_step", "result", "error", "output_artifact", "worker", "heartbeat_at",
-            "created_at", "started_at", "finished_at", "pipeline", "pipeline_index", "depends_on",
+            "created_at", "started_at", "finished_at", "pipeline", "pipeline_index", "depends_on", "inputs",
         ]
         read_only_fields = fields
 
@@ -35,6 +35,7 @@ class JobSerializer(serializers.ModelSerializer):
 class JobCreateSerializer(serializers.Serializer):
     stage = serializers.ChoiceField(choices=JobStage.values)
     base_artifact = serializers.IntegerField()
+    reward_artifact = serializers.IntegerField(required=False, allow_null=True, help_text="ppo: the reward model")
     dataset = serializers.IntegerField(required=False, allow_null=True)
     mixture = serializers.IntegerField(required=False, allow_null=True)
     eval_dataset = serializers.IntegerField(required=False, allow_null=True)
@@ -70,5 +71,6 @@ class PipelineSerializer(serializers.ModelSerializer):
 class PipelineCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     base_artifact = serializers.IntegerField()
-    # [{stage, dataset | mixture, eval_dataset?, config?, resources?, output_name?}]; checked by the service.
+    # [{stage, dataset | mixture, eval_dataset?, config?, resources?, output_name?, inputs?,
+    #   reward_artifact?}]; checked by the service.
     stages = serializers.JSONField()

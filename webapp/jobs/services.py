@@ -29,9 +29,9 @@ from webapp.core.errors import Conflict, ValidationFailed
 from webapp.datasets.models import Dataset, DatasetStatus, Mixture
 from webapp.jobs import training_cli
 from webapp.jobs.events import record_status
-from webapp.jobs.models import STAGE_DATA_KIND, Job, JobStage, JobStatus
+from webapp.jobs.models import STAGE_MODEL_INPUTS, Job, JobStage, JobStatus, stage_data_kinds
 from webapp.lib.ownership import visible_to
-from webapp.registry.models import ModelArtifact
+from webapp.registry.models import ArtifactKind, ModelArtifact
 
 MAX_GPUS_PER_NODE = 64
 _HOSTFILE_LINE = re.compile(r"^(?P<host>[A-Za-z0-9_.\-]+)\s+slots=(?P<slots>\d+)$")
@@ -105,12 +105,12 @@ def _check_visible(obj: Model | None, owner: AbstractBaseUser, field: str, label
 def check_job_data(*, stage: str, dataset: Dataset | None, mixture: Mixture | None, eval_dataset: Dataset | None) -> None:
     if (dataset is None) == (mixture is None):
         raise ValidationFailed("give a dataset or a mixture (one of them)", field="dataset")
-    needed = STAGE_DATA_KIND[stage]
+    needed = stage_data_kinds(stage)
     for field, source in (("dataset", dataset), ("mixture", mixture), ("eval_dataset", eval_dataset)):
         if source is None:
             continue
-        if source.kind != needed:
-            raise ValidationFailed(f"stage {stage} trains on {needed} data; {source} is {source.kind}", field=field)
+        if source.kind not in needed:
+            raise ValidationFailed(f"stage {stage} trains on {' or '.join(needed)} data; {source} is {source.kind}", field=field)
         if isinstance(source, Dataset) and source.status != DatasetStatus.READY:
             raise ValidationFailed(f"dataset {source} is {source.status}, not ready", field=field)
 
@@ -123,7 +123,10 @@ def job_config_merge(*, stage: str, overrides: Any) -> dict[str, Any]:
         raise ValidationFailed("config must be an object of training settings", field="config")
     for name in training_cli.PATH_FIELDS:
         if name in overrides:
-            source = {"stage": "stage", "base_model": "base_artifact", "train_data": "dataset", "eval_data": "eval_dataset"}
+            source = {
+                "stage": "stage", "base_model": "base_artifact", "reward_model": "reward_artifact", "train_data": "dataset",
+                "eval_data": "eval_dataset",
+            }
             where = f"from {source[name]}" if name in source else "by the job"
             raise ValidationFailed(f"{name} is set {where}, not in config", field=f"config.{name}")
     return {**training_cli.stage_defaults(stage), **overrides}
@@ -133,25 +136,48 @@ def _problem_param(field: str, *, mixture: bool) -> str:
     """The API parameter a CLI error line is about."""
     top = field.split(".", 1)[0]
     mapped = {
-        "stage": "stage", "base_model": "base_artifact", "train_data": "mixture" if mixture else "dataset",
+        "stage": "stage", "base_model": "base_artifact", "reward_model": "reward_artifact",
+        "train_data": "mixture" if mixture else "dataset",
         "eval_data": "eval_dataset", "config": "config", "output_dir": "config",
     }
     return mapped.get(top, f"config.{field}")
 
 
+def check_model_inputs(
+    *, stage: str, owner: AbstractBaseUser, reward_artifact: ModelArtifact | None, pending: tuple[str, ...] = ()
+) -> None:
+    """PPO needs a reward model (an rm output, kind reward); no other stage
+    takes one. `pending` inputs come from an earlier pipeline stage."""
+    if "reward_model" not in STAGE_MODEL_INPUTS.get(stage, ()):
+        if reward_artifact is not None:
+            raise ValidationFailed(f"only stage ppo takes a reward model, not {stage}", field="reward_artifact")
+        return
+    if "reward_model" in pending:
+        return
+    if reward_artifact is None:
+        raise ValidationFailed("stage ppo needs a reward model (the output of an rm job)", field="reward_artifact")
+    _check_visible(reward_artifact, owner, "reward_artifact", "model")
+    if reward_artifact.kind != ArtifactKind.REWARD:
+        raise ValidationFailed(f"{reward_artifact} is a {reward_artifact.kind} model, not a reward model", field="reward_artifact")
+
+
 def check_job_config(
     *, stage: str, config: dict[str, Any], base_artifact: ModelArtifact, dataset: Dataset | None, mixture: Mixture | None,
-    eval_dataset: Dataset | None, world_size: int,
+    eval_dataset: Dataset | None, world_size: int, reward_artifact: ModelArtifact | None = None,
+    pending: tuple[str, ...] = (),
 ) -> None:
     """Let the CLI judge the config with the real paths (`training_jobs
-    validate`); a problem becomes a 400 naming the field."""
+    validate`); a problem becomes a 400 naming the field. A `pending` model
+    input (made by an earlier pipeline stage) is not checked yet."""
     from webapp.jobs.runner import resolved_config  # paths as the runner will write them
 
     full = resolved_config(
         stage=stage, config=config, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
-        eval_dataset=eval_dataset, output_dir="/nonexistent/validation-only",
+        eval_dataset=eval_dataset, output_dir="/nonexistent/validation-only", reward_artifact=reward_artifact,
     )
-    problems = training_cli.validate_config(full, world_size=world_size)
+    if "reward_model" in pending:
+        full["reward_model"] = "/nonexistent/made-by-an-earlier-stage"
+    problems = training_cli.validate_config(full, world_size=world_size, pending=pending)
     if problems:
         field = problems[0].split(": ", 1)[0]
         raise ValidationFailed("; ".join(problems), field=_problem_param(field, mixture=mixture is not None))
@@ -176,10 +202,13 @@ def job_check(
     config: dict[str, Any] | None = None,
     resources: JobResources | None = None,
     output_name: str = "",
+    reward_artifact: ModelArtifact | None = None,
+    pending: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], str]:
     """Check everything a worker would trip on (job_create's checks, also
     used per stage by pipelines.pipeline_create); returns the merged config
-    and the cleaned output name."""
+    and the cleaned output name. `pending`: model inputs an earlier pipeline
+    stage will produce."""
     resources = resources or JobResources()
     if stage not in JobStage.values:
         raise ValidationFailed(f"stage must be one of {', '.join(JobStage.values)}", field="stage")
@@ -188,6 +217,7 @@ def job_check(
     _check_visible(mixture, owner, "mixture", "mixture")
     _check_visible(eval_dataset, owner, "eval_dataset", "dataset")
     check_job_data(stage=stage, dataset=dataset, mixture=mixture, eval_dataset=eval_dataset)
+    check_model_inputs(stage=stage, owner=owner, reward_artifact=reward_artifact, pending=pending)
     output_name = output_name.strip()
     if len(output_name) > 100:
         raise ValidationFailed("output_name is at most 100 characters", field="output_name")
@@ -195,7 +225,7 @@ def job_check(
     merged = job_config_merge(stage=stage, overrides=config)
     check_job_config(
         stage=stage, config=merged, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
-        eval_dataset=eval_dataset, world_size=world_size,
+        eval_dataset=eval_dataset, world_size=world_size, reward_artifact=reward_artifact, pending=pending,
     )
     return merged, output_name
 
@@ -211,6 +241,7 @@ def job_create(
     config: dict[str, Any] | None = None,
     resources: JobResources | None = None,
     output_name: str = "",
+    reward_artifact: ModelArtifact | None = None,
 ) -> Job:
     """Check everything a worker would trip on, store the job as queued and
     enqueue it after commit."""
@@ -218,10 +249,11 @@ def job_create(
     merged, output_name = job_check(
         owner=owner, stage=stage, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
         eval_dataset=eval_dataset, config=config, resources=resources, output_name=output_name,
+        reward_artifact=reward_artifact,
     )
     with transaction.atomic():
         job = Job.objects.create(
-            owner=owner, stage=stage, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
+            owner=owner, stage=stage, base_artifact=base_artifact, reward_artifact=reward_artifact, dataset=dataset, mixture=mixture,
             eval_dataset=eval_dataset, config=merged, output_name=output_name, queue=resources.queue,
             num_gpus=resources.num_gpus, hostfile=resources.hostfile,
         )

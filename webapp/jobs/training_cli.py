@@ -14,7 +14,7 @@ from django.conf import settings
 
 # Set by the web app from the job's base artifact and data; a user's config
 # may not name them.
-PATH_FIELDS = ("stage", "base_model", "train_data", "eval_data", "output_dir")
+PATH_FIELDS = ("stage", "base_model", "reward_model", "train_data", "eval_data", "output_dir")
 # Environment the training process must not see: it needs no database,
 # broker or signing secret, and the launcher sets the rank variables.
 _PRIVATE_ENV = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
@@ -64,10 +64,12 @@ def stage_defaults(stage: str) -> dict[str, Any]:
     return {name: value for name, value in defaults.items() if name not in PATH_FIELDS}
 
 
-def validate_config(config: dict[str, Any], *, world_size: int) -> list[str]:
+def validate_config(config: dict[str, Any], *, world_size: int, pending: tuple[str, ...] = ()) -> list[str]:
     """[] when `python -m training_jobs validate` accepts the config, else its
-    `<field>: <problem>` lines. Fast (no torch): pydantic and a few stats."""
-    result = _run("validate", "--config", "-", "--world-size", str(world_size), stdin=json.dumps(config))
+    `<field>: <problem>` lines. Fast (no torch): pydantic and a few stats.
+    `pending` model fields are produced by an earlier pipeline stage."""
+    flags = [arg for field in pending for arg in ("--pending", field)]
+    result = _run("validate", "--config", "-", "--world-size", str(world_size), *flags, stdin=json.dumps(config))
     if result.returncode == 0:
         return []
     problems = [line.removeprefix("config error: ") for line in result.stderr.splitlines() if line.startswith("config error: ")]
