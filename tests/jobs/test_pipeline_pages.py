@@ -11,27 +11,6 @@ pytestmark = pytest.mark.django_db
 TINY = {"max_steps": 3, "max_length": 64, "micro_batch_size": 4, "learning_rate": 3e-3}
 
 
-@pytest.fixture
-def base(alice, make_base):
-    return make_base(alice)
-
-
-@pytest.fixture
-def corpus(alice, make_dataset):
-    return make_dataset(alice, "corpus", name="corpus")
-
-
-@pytest.fixture
-def sft_data(alice, make_dataset):
-    return make_dataset(alice, "instruction", name="sft")
-
-
-@pytest.fixture
-def web(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def _post_data(base, corpus, sft_data, **overrides):
     body = {"name": "recipe", "base_artifact": base.pk, "output_name": "tiny-chat", "queue": "gpu", "num_gpus": 0,
             "pt_include": "on", "pt_dataset": corpus.pk, "sft_include": "on", "sft_dataset": sft_data.pk}
@@ -58,9 +37,14 @@ def test_form_renders_the_stages_with_their_defaults(web, base, corpus, sft_data
     sft_menu = html.split('name="sft_dataset"', 1)[1].split("</select>", 1)[0]
     assert f'value="{corpus.pk}"' in pt_menu and f'value="{sft_data.pk}"' not in pt_menu
     assert f'value="{sft_data.pk}"' in sft_menu and f'value="{corpus.pk}"' not in sft_menu
+    # The RLHF stages: rm and ppo ticked, dpo offered in place of ppo; ppo
+    # may take a registry reward model when rm is left out.
     for stage in ("rm", "ppo", "dpo"):
-        assert f'data-stage="{stage}" disabled' in html and f'name="{stage}_include"' not in html
-    assert "needs the RLHF stages" in html
+        assert f'data-stage="{stage}" disabled' not in html and f'name="{stage}_include"' in html
+    for stage in ("pt", "sft", "rm", "ppo"):
+        assert f'name="{stage}_include" id="id_{stage}_include" checked>' in html
+    assert 'name="dpo_include" id="id_dpo_include">' in html
+    assert 'name="ppo_reward_artifact"' in html
 
 
 def test_valid_post_creates_the_pipeline_and_redirects(web, alice, base, corpus, sft_data) -> None:

@@ -14,15 +14,19 @@ from django.contrib.auth.models import AbstractBaseUser
 from webapp.core.errors import DomainError
 from webapp.datasets.models import Dataset, DatasetStatus, Mixture
 from webapp.jobs import training_cli
-from webapp.jobs.models import STAGE_DATA_KIND, Job, JobStage
+from webapp.jobs.models import STAGE_MODEL_INPUTS, Job, JobStage, stage_data_kinds
 from webapp.jobs.services import JobResources
 from webapp.lib.ownership import visible_to
+from webapp.registry.models import ArtifactKind
 from webapp.registry.selectors import artifact_list
 
 CONFIG_PREFIX = "config_"
 # Service error fields that are not named like the form's fields.
 ERROR_FIELDS = {"resources.queue": "queue", "resources.num_gpus": "num_gpus", "resources.hostfile": "hostfile",
                 "resources": "num_gpus", "config": None}
+# Nested settings blocks named after the stage they serve (`ppo`, `dpo`):
+# shown, one input per setting, only on that stage's form.
+STAGE_BLOCKS = ("ppo", "dpo")
 
 
 def cli_stages() -> list[str]:
@@ -94,13 +98,30 @@ def schema_field(name: str, spec: dict[str, Any], default: Any) -> forms.Field:
     )
 
 
+def _block_properties(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The properties of a nested settings object (`$ref` into `$defs`)."""
+    ref = spec.get("$ref", "")
+    target = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {}) if ref.startswith("#/$defs/") else spec
+    return target.get("properties", {})
+
+
 def config_fields(stage: str) -> dict[str, tuple[forms.Field, Any]]:
-    """{config key: (form field, stage default)} for the schema's settable fields."""
+    """{config key: (form field, stage default)} for the schema's settable
+    fields; a stage block's settings are keyed `ppo.kl_coef`."""
     schema = training_cli.config_schema()
     defaults = training_cli.stage_defaults(stage)
     fields = {}
     for name, spec in schema.get("properties", {}).items():
         if name in training_cli.PATH_FIELDS:
+            continue
+        if name in STAGE_BLOCKS:
+            if name != stage:
+                continue
+            block_defaults = defaults.get(name) or {}
+            for sub, sub_spec in _block_properties(schema, spec).items():
+                default = block_defaults.get(sub, sub_spec.get("default"))
+                key = f"{name}.{sub}"
+                fields[key] = (schema_field(key, {**sub_spec, "title": f"{name.upper()}: {sub.replace('_', ' ')}"}, default), default)
             continue
         fields[name] = (schema_field(name, spec, defaults.get(name)), defaults.get(name))
     return fields
@@ -131,6 +152,10 @@ class JobForm(forms.Form):
                               help_text="Instead of a dataset: a mixture snapshot.")
     eval_dataset = DataChoiceField(label="Eval dataset", queryset=None, required=False, empty_label="— none —",
                                    help_text="Optional held-out data of the same kind.")
+    reward_artifact = ArtifactChoiceField(
+        label="Reward model", queryset=None, required=False, empty_label="— choose —",
+        help_text="PPO: the trained reward model (an rm job's output); it scores the samples and starts the critic.",
+    )
     output_name = forms.CharField(
         label="Output name", max_length=100, required=False,
         help_text="Registry name of the trained model; blank: <base>-<stage>.",
@@ -142,18 +167,22 @@ class JobForm(forms.Form):
         stages = cli_stages()
         self.fields["stage"].choices = [(s, f"{s} — {JobStage(s).label}") for s in stages]
         self.fields["stage"].initial = stage
-        self.fields["base_artifact"].queryset = artifact_list(user=user)
+        # A bare adapter is not a model to train from; reward models are PPO's other input.
+        self.fields["base_artifact"].queryset = artifact_list(user=user).exclude(kind=ArtifactKind.ADAPTER)
+        self.fields["reward_artifact"].queryset = artifact_list(user=user).filter(kind=ArtifactKind.REWARD)
+        self.takes_reward_model = "reward_model" in STAGE_MODEL_INPUTS.get(stage, ())
         # The service judges the kind and readiness (its message names the
         # field); the menus offer only what fits the stage.
         datasets = visible_to(Dataset.objects.all(), user).order_by("name", "-id")
         mixtures = visible_to(Mixture.objects.all(), user).order_by("name", "-id")
-        needed = STAGE_DATA_KIND.get(stage)
-        fitting = [d for d in datasets if d.kind == needed and d.status == DatasetStatus.READY]
+        kinds = stage_data_kinds(stage) if stage in JobStage.values else ()
+        needed = " or ".join(kinds)
+        fitting = [d for d in datasets if d.kind in kinds and d.status == DatasetStatus.READY]
         for name in ("dataset", "eval_dataset"):
             self.fields[name].queryset = datasets
             self.fields[name].widget.choices = [("", "— none —"), *((d.pk, _data_label(d)) for d in fitting)]
         self.fields["mixture"].queryset = mixtures
-        self.fields["mixture"].widget.choices = [("", "— none —"), *((m.pk, _data_label(m)) for m in mixtures if m.kind == needed)]
+        self.fields["mixture"].widget.choices = [("", "— none —"), *((m.pk, _data_label(m)) for m in mixtures if m.kind in kinds)]
         self.fields["dataset"].help_text = f"A ready {needed} dataset (stage {stage}); or choose a mixture."
 
         self.config_keys: list[str] = []
@@ -181,7 +210,9 @@ class JobForm(forms.Form):
     # --- layout for the template
 
     def general_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in ("stage", "base_artifact", "dataset", "mixture", "eval_dataset", "output_name")]
+        names = ["stage", "base_artifact", *(["reward_artifact"] if self.takes_reward_model else []),
+                 "dataset", "mixture", "eval_dataset", "output_name"]
+        return [self[name] for name in names]
 
     def config_bound_fields(self) -> list[forms.BoundField]:
         return [self[CONFIG_PREFIX + key] for key in self.config_keys]
@@ -195,7 +226,15 @@ class JobForm(forms.Form):
         return self.cleaned_data["hostfile"].replace("\r\n", "\n")
 
     def config(self) -> dict[str, Any]:
-        return {key: self.cleaned_data[CONFIG_PREFIX + key] for key in self.config_keys}
+        config: dict[str, Any] = {}
+        for key in self.config_keys:
+            value = self.cleaned_data[CONFIG_PREFIX + key]
+            block, _, sub = key.partition(".")
+            if sub:
+                config.setdefault(block, {})[sub] = value
+            else:
+                config[key] = value
+        return config
 
     def resources(self) -> JobResources:
         data = self.cleaned_data
@@ -205,7 +244,8 @@ class JobForm(forms.Form):
         """Keyword arguments of services.job_create (call after is_valid)."""
         data = self.cleaned_data
         return {
-            "stage": data["stage"], "base_artifact": data["base_artifact"], "dataset": data["dataset"],
+            "stage": data["stage"], "base_artifact": data["base_artifact"],
+            "reward_artifact": data["reward_artifact"] if self.takes_reward_model else None, "dataset": data["dataset"],
             "mixture": data["mixture"], "eval_dataset": data["eval_dataset"], "config": self.config(),
             "resources": self.resources(), "output_name": data["output_name"],
         }
@@ -217,7 +257,9 @@ class JobForm(forms.Form):
         if field in ERROR_FIELDS:
             name = ERROR_FIELDS[field]
         elif field.startswith("config."):
-            name = CONFIG_PREFIX + field.split(".", 2)[1]
+            key = field.removeprefix("config.")
+            nested = CONFIG_PREFIX + ".".join(key.split(".", 2)[:2])  # config.ppo.kl_coef → its own input
+            name = nested if nested in self.fields else CONFIG_PREFIX + key.split(".", 1)[0]
         else:
             name = field
         self.add_error(name if name in self.fields else None, error.message)
@@ -227,10 +269,15 @@ def initial_from_job(job: Job) -> dict[str, Any]:
     """The form's starting values for "Clone": the job's data, resources and
     config (its config keys the current schema still has)."""
     initial: dict[str, Any] = {
-        "stage": job.stage, "base_artifact": job.base_artifact_id, "dataset": job.dataset_id, "mixture": job.mixture_id,
+        "stage": job.stage, "base_artifact": job.base_artifact_id, "reward_artifact": job.reward_artifact_id,
+        "dataset": job.dataset_id, "mixture": job.mixture_id,
         "eval_dataset": job.eval_dataset_id, "output_name": job.output_name, "num_gpus": job.num_gpus,
         "queue": job.queue, "hostfile": job.hostfile,
     }
     for key, value in job.config.items():
-        initial[CONFIG_PREFIX + key] = value
+        if key in STAGE_BLOCKS and isinstance(value, dict):
+            for sub, sub_value in value.items():
+                initial[f"{CONFIG_PREFIX}{key}.{sub}"] = sub_value
+        else:
+            initial[CONFIG_PREFIX + key] = value
     return initial

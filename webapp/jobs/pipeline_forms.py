@@ -1,8 +1,11 @@
 """The pipeline form: a name, a base model, then the recipe's stages in
-order (pt → sft today; rm/ppo/dpo are shown, disabled, until the CLI accepts
-them). Per stage: include it or not, a dataset of the kind it trains on and
-a short subset of the training settings (schema-driven like the job form,
-pre-filled with the stage defaults). Every rule lives in
+order (pt → sft → rm → ppo, with dpo offered in place of ppo; a stage the
+CLI does not accept is shown disabled). Per stage: include it or not, a
+dataset of the kind it trains on and a short subset of the training settings
+(schema-driven like the job form, pre-filled with the stage defaults); rm,
+ppo and dpo train from the SFT policy and ppo scores with the rm stage's
+model (pipelines.stage_inputs), or with a registry reward model when rm is
+left out. Every rule lives in
 `pipelines.pipeline_create`; its errors (`stages[1].config.learning_rate`)
 go back on the input of the stage they name."""
 from __future__ import annotations
@@ -19,7 +22,8 @@ from webapp.core.errors import DomainError
 from webapp.datasets.models import Dataset, DatasetStatus
 from webapp.jobs import training_cli
 from webapp.jobs.forms import ArtifactChoiceField, DataChoiceField, _data_label, _nullable, cli_stages, schema_field
-from webapp.jobs.models import STAGE_DATA_KIND, JobStage
+from webapp.jobs.models import JobStage, stage_data_kinds
+from webapp.registry.models import ArtifactKind
 from webapp.lib.ownership import visible_to
 from webapp.registry.selectors import artifact_list
 
@@ -27,7 +31,9 @@ from webapp.registry.selectors import artifact_list
 RECIPE = ("pt", "sft", "rm", "ppo", "dpo")
 # The settings shown per stage; the others keep the stage defaults.
 CONFIG_SUBSET = ("max_steps", "epochs", "learning_rate", "micro_batch_size", "max_length")
-UNAVAILABLE_REASON = "needs the RLHF stages"
+UNAVAILABLE_REASON = "the training CLI does not accept this stage"
+# dpo is the alternative to ppo: offered, not ticked.
+INCLUDED_BY_DEFAULT = ("pt", "sft", "rm", "ppo")
 _STAGE_ERROR = re.compile(r"^stages\[(\d+)\](?:\.(.*))?$")
 _RESOURCE_FIELDS = {"resources.queue": "queue", "resources.num_gpus": "num_gpus", "resources": "num_gpus",
                     "resources.hostfile": None}
@@ -48,6 +54,7 @@ class StageSection:
     reason: str = ""
     include: forms.BoundField | None = None
     dataset: forms.BoundField | None = None
+    models: list[forms.BoundField] | None = None
     config: list[forms.BoundField] | None = None
 
 
@@ -62,7 +69,7 @@ class PipelineForm(forms.Form):
 
     def __init__(self, *args: Any, user: AbstractBaseUser, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["base_artifact"].queryset = artifact_list(user=user)
+        self.fields["base_artifact"].queryset = artifact_list(user=user).exclude(kind=ArtifactKind.ADAPTER)
         self.available = [stage for stage in RECIPE if stage in cli_stages()]
         datasets = visible_to(Dataset.objects.all(), user).order_by("name", "-id")
         schema = training_cli.config_schema().get("properties", {})
@@ -70,17 +77,24 @@ class PipelineForm(forms.Form):
         # Stage index in the submitted list → stage (set by stages()).
         self.stage_order: list[str] = []
         for stage in self.available:
-            kind = STAGE_DATA_KIND[stage]
+            kinds = stage_data_kinds(stage)
+            kind = " or ".join(kinds)
             defaults = training_cli.stage_defaults(stage)
             self.fields[_name(stage, "include")] = forms.BooleanField(
-                label=f"Include {stage}", required=False, initial=True,
+                label=f"Include {stage}", required=False, initial=stage in INCLUDED_BY_DEFAULT,
             )
+            if stage == "ppo":
+                self.fields[_name(stage, "reward_artifact")] = ArtifactChoiceField(
+                    label="Reward model", required=False, empty_label="— the rm stage's —",
+                    queryset=artifact_list(user=user).filter(kind=ArtifactKind.REWARD),
+                    help_text="Only when the rm stage is left out: a trained reward model from the registry.",
+                )
             # The menu offers the ready data of the stage's kind; any visible
             # dataset is accepted here so the service judges (and names) it.
             field = DataChoiceField(label="Dataset", queryset=datasets, required=False, empty_label="— none —",
                                     help_text=f"A ready {kind} dataset.")
             field.widget.choices = [("", "— none —"), *(
-                (d.pk, _data_label(d)) for d in datasets if d.kind == kind and d.status == DatasetStatus.READY)]
+                (d.pk, _data_label(d)) for d in datasets if d.kind in kinds and d.status == DatasetStatus.READY)]
             self.fields[_name(stage, "dataset")] = field
             keys = []
             for key in CONFIG_SUBSET:
@@ -118,11 +132,12 @@ class PipelineForm(forms.Form):
     def sections(self) -> list[StageSection]:
         result = []
         for stage in RECIPE:
-            section = StageSection(stage=stage, label=JobStage(stage).label, kind=STAGE_DATA_KIND[stage],
+            section = StageSection(stage=stage, label=JobStage(stage).label, kind=" or ".join(stage_data_kinds(stage)),
                                    available=stage in self.available)
             if section.available:
                 section.include = self[_name(stage, "include")]
                 section.dataset = self[_name(stage, "dataset")]
+                section.models = [self[name] for name in (_name(stage, "reward_artifact"),) if name in self.fields]
                 section.config = [self[_name(stage, f"config_{key}")] for key in self.config_keys[stage]]
             else:
                 section.reason = UNAVAILABLE_REASON
@@ -158,6 +173,8 @@ class PipelineForm(forms.Form):
         for index, stage in enumerate(included):
             spec: dict[str, Any] = {"stage": stage, "dataset": data.get(_name(stage, "dataset")),
                                     "config": self.config(stage), "resources": dict(resources)}
+            if stage == "ppo" and "rm" not in included and data.get(_name(stage, "reward_artifact")):
+                spec["reward_artifact"] = data[_name(stage, "reward_artifact")]
             if index == len(included) - 1 and data.get("output_name"):
                 spec["output_name"] = data["output_name"]
             specs.append(spec)
@@ -184,6 +201,8 @@ class PipelineForm(forms.Form):
                 name = _name(stage, "dataset")
             elif rest == "output_name":
                 name = "output_name"
+            elif rest == "reward_artifact":
+                name = _name(stage, "reward_artifact")
             elif rest in _RESOURCE_FIELDS:
                 name = _RESOURCE_FIELDS[rest]
             elif rest == "config":

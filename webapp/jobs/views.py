@@ -103,7 +103,8 @@ def job_preview(request: HttpRequest) -> JsonResponse:
     resources = kwargs["resources"]
     world_size = services.check_resources(resources)
     job = Job(
-        owner=request.user, stage=stage, base_artifact=kwargs["base_artifact"], dataset=kwargs["dataset"],
+        owner=request.user, stage=stage, base_artifact=kwargs["base_artifact"], reward_artifact=kwargs["reward_artifact"],
+        dataset=kwargs["dataset"],
         mixture=kwargs["mixture"], eval_dataset=kwargs["eval_dataset"], config=merged, queue=resources.queue,
         num_gpus=resources.num_gpus, hostfile=resources.hostfile,
     )
