@@ -163,7 +163,7 @@ class JobConfig(BaseModel):
                 raise ValueError("reward_model: stage ppo needs the reward model's folder")
             if self.ppo.prompt_length + self.ppo.response_length > self.max_length:
                 raise ValueError(
-                    f"max_length ({self.max_length}) must hold ppo.prompt_length + ppo.response_length "
+                    f"max_length: {self.max_length} cannot hold ppo.prompt_length + ppo.response_length "
                     f"({self.ppo.prompt_length} + {self.ppo.response_length})"
                 )
         elif self.reward_model:
@@ -182,7 +182,11 @@ class JobConfig(BaseModel):
         return self.global_batch_size // per_step
 
 
-FIELD_NAMED = ("reward_model: ",)
+def _names_a_field(message: str) -> bool:
+    """A cross-field check's message that starts with the field it is about
+    (`max_length: …`, `reward_model: …`), reported on that field."""
+    head, sep, _ = message.partition(": ")
+    return bool(sep) and head.split(".", 1)[0] in JobConfig.model_fields
 
 
 def _format(error: ValidationError) -> str:
@@ -195,7 +199,7 @@ def _format(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field"
-        if not item["loc"] and message.startswith(FIELD_NAMED):
+        if not item["loc"] and _names_a_field(message):
             lines.append(message)  # a cross-field check that names its field
             continue
         lines.append(f"{field}: {message}")

@@ -11,6 +11,9 @@
   var jobId = root.getAttribute("data-job");
   var seen = {};
   var points = { loss: [], lr: [] };
+  // The stage's own charts (rm accuracy, PPO reward and KL, …): data-metric boxes.
+  var extraCharts = Array.prototype.slice.call(document.querySelectorAll("[data-metric]"));
+  extraCharts.forEach(function (box) { points[box.getAttribute("data-metric")] = []; });
   var loaded = false;
   var buffered = [];
   var logTimer = null;
@@ -73,6 +76,9 @@
       chartPending = false;
       drawChart($("chart-loss"), points.loss, "Loss");
       drawChart($("chart-lr"), points.lr, "Learning rate");
+      extraCharts.forEach(function (box) {
+        drawChart(box, points[box.getAttribute("data-metric")], box.getAttribute("data-title"));
+      });
     });
   }
 
@@ -118,6 +124,10 @@
     if (event.kind === "metrics") {
       if (typeof data.loss === "number") { points.loss.push([data.step, data.loss]); $("job-loss").textContent = fmt(data.loss); }
       if (typeof data.lr === "number") { points.lr.push([data.step, data.lr]); }
+      extraCharts.forEach(function (box) {
+        var key = box.getAttribute("data-metric");
+        if (typeof data[key] === "number") { points[key].push([data.step, data[key]]); }
+      });
       if (typeof data.tokens_per_s === "number") { $("job-throughput").textContent = Math.round(data.tokens_per_s) + " tokens/s"; }
       if (data.eta_s !== undefined) { $("job-eta").textContent = duration(data.eta_s); }
       setProgress(data.step, Number($("job-progress").getAttribute("aria-valuemax")) || null);
@@ -126,8 +136,9 @@
       if (data.total_steps) { setProgress(data.resumed_from_step || 0, data.total_steps); }
       // A resumed attempt re-logs from its checkpoint: keep the curve monotone.
       var from = data.resumed_from_step || 0;
-      points.loss = points.loss.filter(function (p) { return p[0] <= from; });
-      points.lr = points.lr.filter(function (p) { return p[0] <= from; });
+      Object.keys(points).forEach(function (key) {
+        points[key] = points[key].filter(function (p) { return p[0] <= from; });
+      });
       redraw();
     } else if (event.kind === "eval") {
       if (typeof data.eval_loss === "number") { $("job-eval-loss").textContent = fmt(data.eval_loss); }

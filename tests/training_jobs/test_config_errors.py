@@ -32,7 +32,7 @@ def _assert_one_error(result: subprocess.CompletedProcess[str], expected: str) -
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        ({"stage": "rlhf"}, "stage: Input should be 'pt' or 'sft'"),
+        ({"stage": "rlhf"}, "stage: Input should be 'pt', 'sft', 'rm', 'ppo' or 'dpo'"),
         ({"global_batch_size": 10, "micro_batch_size": 4}, "config: global_batch_size (10) must be a multiple of micro_batch_size (4)"),
         ({"learning_rate": -1}, "learning_rate: Input should be greater than 0"),
         ({"zero_stage": 5}, "zero_stage: Input should be 0, 1, 2 or 3"),
@@ -94,8 +94,14 @@ def test_stage_defaults_follow_the_seed_and_the_schema_exports() -> None:
     assert (sft.learning_rate, sft.max_length, sft.global_batch_size, sft.epochs, sft.warmup_ratio, sft.lora) == (2e-5, 1024, 64, 2, 0.1, None)
     assert (pt.learning_rate, pt.max_length, pt.global_batch_size, pt.epochs, pt.warmup_ratio) == (1e-5, 512, 256, 3, 0.1)
     assert sft.prompt_template == "User: {prompt}\n\nBot: "
+    rm = parse_config({"stage": "rm", "base_model": "m", "train_data": "d", "output_dir": "o"})
+    assert (rm.learning_rate, rm.max_length, rm.global_batch_size, rm.epochs, rm.warmup_ratio) == (2e-5, 512, 64, 5, 0.1)
+    ppo = parse_config({"stage": "ppo", "base_model": "m", "train_data": "d", "output_dir": "o", "reward_model": "r"})
+    assert (ppo.learning_rate, ppo.ppo.critic_learning_rate, ppo.global_batch_size, ppo.epochs) == (9.65e-6, 5e-6, 16, 3)
+    assert (ppo.ppo.prompt_length, ppo.ppo.response_length, ppo.lora.r, ppo.ppo.kl_coef) == (256, 256, 32, 0.1)
+    assert (ppo.ppo.gamma, ppo.ppo.lam, ppo.ppo.clip_ratio, ppo.ppo.clip_reward, ppo.ppo.ema_decay) == (1.0, 0.95, 0.2, 5.0, 0.992)
     schema = json_schema()
-    assert schema["properties"]["stage"]["enum"] == ["pt", "sft"]
+    assert schema["properties"]["stage"]["enum"] == ["pt", "sft", "rm", "ppo", "dpo"]
     assert schema["x-stage-defaults"] == STAGE_DEFAULTS
     cli = subprocess.run([sys.executable, "-m", "training_jobs", "schema"], cwd=ROOT, env=job_env(), capture_output=True, text=True, timeout=60)
     assert json.loads(cli.stdout)["title"] == "JobConfig"

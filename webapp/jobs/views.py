@@ -118,6 +118,16 @@ def job_preview(request: HttpRequest) -> JsonResponse:
     })
 
 
+# Charts a stage adds to loss and learning rate: (metrics key, title); the
+# keys are the training_jobs progress protocol's (training_jobs/README.md).
+STAGE_CHARTS = {
+    "rm": (("accuracy", "Pairwise accuracy"), ("chosen_score", "Chosen score"), ("rejected_score", "Rejected score")),
+    "ppo": (("reward_mean", "Mean reward"), ("kl", "KL to the reference"), ("critic_loss", "Critic loss"),
+            ("response_length", "Response length")),
+    "dpo": (("reward_accuracy", "Reward accuracy"), ("reward_margin", "Reward margin")),
+}
+
+
 @require_GET
 def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = selectors.job_get(user=request.user, pk=pk)
@@ -127,4 +137,5 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "config": json.dumps(job.config, indent=2, ensure_ascii=False),
         "checkpoints": checkpoints,
         "progress_pct": round(100 * min(job.step / job.total_steps, 1.0), 1) if job.total_steps else 0,
+        "stage_charts": STAGE_CHARTS.get(job.stage, ()),
     })
