@@ -151,7 +151,7 @@ def sft_policy(preference_set: PreferenceSet, tmp_path_factory: pytest.TempPathF
         for r in json_lines(preference_set.train) for side in ("chosen", "rejected")
     ]
     data = write_jsonl(folder / "sft.jsonl", rows)
-    config = base_config(preference_set.model, data, folder / "out", global_batch_size=32, micro_batch_size=16, epochs=3, log_every=8)
+    config = base_config(preference_set.model, data, folder / "out", global_batch_size=32, micro_batch_size=32, epochs=3, log_every=8)
     _run_or_fail(config, folder, "sft.json")
     return folder / "out"
 
@@ -171,7 +171,7 @@ def trained_reward_model(
     folder = tmp_path_factory.mktemp("reward_model")
     config = base_config(
         sft_policy, preference_set.train, folder / "out", stage="rm", eval_data=str(preference_set.eval),
-        global_batch_size=16, micro_batch_size=8, learning_rate=1e-3, epochs=2, log_every=4,
+        global_batch_size=16, micro_batch_size=8, learning_rate=5e-3, epochs=2, log_every=4,
     )
     _run_or_fail(config, folder, "rm.json")
     return sft_policy, folder / "out", preference_set.train
