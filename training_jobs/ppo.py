@@ -18,6 +18,9 @@ Models
 Dropout is switched off in actor and reference (DeepSpeed-Chat's
 --disable_actor_dropout): the policy that samples is the one that is
 trained, so ρ is exactly 1 on the first pass over fresh experience.
+Log-probs are those of softmax(logits / temperature), the distribution
+sampled from; top-k/top-p truncation is not folded in (as in
+DeepSpeed-Chat and TRL).
 
 One step (one `metrics` event):
 1. generation: this rank's share of `global_batch_size` prompts,
@@ -42,7 +45,7 @@ import random
 import shutil
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -53,14 +56,12 @@ from torch import Tensor, nn
 
 from training_jobs import ppo_math
 from training_jobs.config import ConfigError, JobConfig, LORA_TARGETS
-from training_jobs.data import EncodedData, collate, encode_corpus
+from training_jobs.data import EncodedData, collate, encode_corpus, plan_batches
 from training_jobs.dsconfig import deepspeed_config
 from training_jobs.pairs import encode_prompts, sequence
 from training_jobs.progress import Progress
 from training_jobs.reward import build_reward_model, load_reward_model, score_batch
 from training_jobs.trainer import EXIT_CANCELLED, RunResult, ensure_distributed_env, make_optimizer, seed_everything
-
-log = logging.getLogger("training_jobs")
 
 DROPOUT_FIELDS = ("dropout", "hidden_dropout", "attention_dropout", "activation_dropout", "attn_pdrop",
                   "resid_pdrop", "embd_pdrop", "hidden_dropout_prob", "attention_probs_dropout_prob")
@@ -240,23 +241,14 @@ def merged_state_dict(module: nn.Module, lora: bool) -> dict[str, Tensor]:
     return state
 
 
-class ZeroGather:
-    """Full parameters inside the block under ZeRO-3 (every rank enters)."""
+def gathered(params: list[nn.Parameter], zero_stage: int) -> AbstractContextManager[Any]:
+    """Full parameters inside the block under ZeRO-3 (every rank must enter;
+    changes made inside are discarded on exit)."""
+    if zero_stage != 3:
+        return nullcontext()
+    import deepspeed
 
-    def __init__(self, params: list[nn.Parameter], stage: int, modifier_rank: int | None = None) -> None:
-        self.params, self.stage, self.modifier_rank = params, stage, modifier_rank
-
-    def __enter__(self) -> None:
-        import deepspeed
-
-        self.context = (
-            deepspeed.zero.GatheredParameters(self.params, modifier_rank=self.modifier_rank)
-            if self.stage == 3 else nullcontext()
-        )
-        self.context.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.context.__exit__(*exc)
+    return deepspeed.zero.GatheredParameters(params)
 
 
 # --- the trainer ----------------------------------------------------------------
@@ -332,6 +324,9 @@ class PpoTrainer:
             self.ptx = encode_corpus(ppo.ptx_data, tokenizer, config.max_length, "ppo.ptx_data")
             if not self.ptx.examples:
                 raise ConfigError("ppo.ptx_data: no usable text")
+            lengths = [len(e.input_ids) for e in self.ptx.examples]
+            self.ptx_batches = len(plan_batches(lengths, config.micro_batch_size, config.seed, 0, False))
+            self._ptx_plan: tuple[int, list[list[int]]] = (-1, [])
 
         self.grad_accum = config.gradient_accumulation(self.world)
         self.share = config.global_batch_size // self.world
@@ -355,7 +350,6 @@ class PpoTrainer:
             "offload_params": config.offload_params and critic_stage == 3,
             "offload_optimizer": config.offload_optimizer and critic_stage > 0,
         })
-        self.critic_stage = critic_stage
         critic = build_reward_model(config.reward_model)
         disable_dropout(critic)
         if config.gradient_checkpointing:
@@ -379,12 +373,13 @@ class PpoTrainer:
         self.trainable = [p for p in self.actor.module.parameters() if p.requires_grad]
         self.ema: list[Tensor] | None = None
         if ppo.ema:
-            with ZeroGather(self.trainable, config.zero_stage):
+            with gathered(self.trainable, config.zero_stage):
                 self.ema = [p.detach().float().clone() for p in self.trainable]
 
-        top_k = ppo.top_k  # 0 disables (an explicit 0, or transformers' default 50 would apply)
+        # Every sampling setting explicit: the model folder's generation_config
+        # (or transformers' defaults, e.g. top_k 50) must not change the policy.
         self.generation_config = GenerationConfig(
-            do_sample=True, temperature=ppo.temperature, top_k=top_k, top_p=ppo.top_p,
+            do_sample=True, temperature=ppo.temperature, top_k=ppo.top_k, top_p=ppo.top_p,
             max_new_tokens=ppo.response_length, min_new_tokens=0, eos_token_id=self.eos_id,
             pad_token_id=self.pad_id, use_cache=True, num_beams=1, repetition_penalty=1.0,
         )
@@ -461,19 +456,19 @@ class PpoTrainer:
         scored = time.monotonic()
         stats = self.train_on(experience)
         if self.ema is not None:
-            with ZeroGather(self.trainable, config.zero_stage):
+            with gathered(self.trainable, config.zero_stage):
                 ppo_math.ema_update(self.ema, self.trainable, config.ppo.ema_decay)
         ended = time.monotonic()
 
         mask = experience.rollout.mask
-        counts = ppo_math.lengths(mask)
-        ends_with_eos = (experience.rollout.actions.gather(1, (counts - 1).clamp(min=0).unsqueeze(1)).squeeze(1) == self.eos_id) & (counts > 0)
+        # An EOS can only be a row's last action: the other actions are its text.
+        text_tokens = mask * (experience.rollout.actions != self.eos_id)
         log_ratio = (experience.logprobs - experience.ref_logprobs) * mask
         scores = experience.scores.double()
         local = {
             "rows": float(len(prompts)), "score_sum": float(scores.sum()), "score_sq": float((scores**2).sum()),
             "kl_sum": float(log_ratio.sum()), "actions": float(mask.sum()),
-            "response_tokens": float((counts - ends_with_eos.long()).sum()),
+            "response_tokens": float(text_tokens.sum()),
             "tokens": float(experience.rollout.attention_mask.sum()),
             **stats,
             "generation_s": generated - began, "experience_s": scored - generated, "train_s": ended - scored,
@@ -554,8 +549,8 @@ class PpoTrainer:
                 with self.actor.module.disable_adapter():
                     parts["ref_logprobs"].append(action_logprobs(self.actor, batch, ppo.temperature))
             else:
-                ref_device = next(self.reference.parameters()).device
-                parts["ref_logprobs"].append(action_logprobs(self.reference, batch.to(ref_device), ppo.temperature).to(self.device))
+                on_ref = batch.to(next(self.reference.parameters()).device)
+                parts["ref_logprobs"].append(action_logprobs(self.reference, on_ref, ppo.temperature).to(self.device))
             parts["values"].append(critic_values(self.critic, batch))
         self.actor.train()
         self.critic.train()
@@ -577,7 +572,7 @@ class PpoTrainer:
         ppo, size = self.config.ppo, self.config.micro_batch_size
         sums = {"actor_loss": 0.0, "critic_loss": 0.0, "ptx_loss": 0.0, "clip_fraction": 0.0, "micro_batches": 0.0}
         rows = experience.rollout.input_ids.shape[0]
-        for epoch in range(ppo.ppo_epochs):
+        for _ in range(ppo.ppo_epochs):
             for index, start in enumerate(range(0, rows, size)):
                 part = experience.rows(start, start + size)
                 batch = part.rollout
@@ -587,7 +582,7 @@ class PpoTrainer:
                 )
                 loss = actor_loss
                 if self.ptx is not None:
-                    ptx_loss = self._ptx_loss(epoch, index)
+                    ptx_loss = self._ptx_loss(index)
                     loss = loss + ppo.ptx_coef * ptx_loss
                     sums["ptx_loss"] += float(ptx_loss.detach())
                 self.actor.backward(loss)
@@ -602,25 +597,19 @@ class PpoTrainer:
                 sums["micro_batches"] += 1.0
         return sums
 
-    def _ptx_loss(self, epoch: int, index: int) -> Tensor:
+    def _ptx_loss(self, index: int) -> Tensor:
         """LM loss on the next pre-training micro-batch (InstructGPT's
-        PPO-ptx, eq. 2's γ term). Blocks are taken in a seeded order per
-        pass over the corpus; which one is a pure function of the counters,
-        so a resume continues the same sequence."""
-        from training_jobs.data import plan_batches
-
+        PPO-ptx, eq. 2's γ term). Blocks come in a seeded order per pass over
+        the corpus, and which micro-batch is next is a pure function of the
+        optimizer steps taken, so a resume continues the same sequence."""
         assert self.ptx is not None
-        size = self.config.micro_batch_size
-        lengths = [len(e.input_ids) for e in self.ptx.examples]
-        per_pass = len(plan_batches(lengths, size, self.config.seed, 0, False))
-        done_updates = self.actor.global_steps  # optimizer steps so far
-        micro = done_updates * self.grad_accum + index
-        global_index = micro * self.world + self.rank
-        ptx_epoch, offset = divmod(global_index, per_pass)
-        indices = plan_batches(lengths, size, self.config.seed, ptx_epoch, False)[offset]
-        batch = collate([self.ptx.examples[i] for i in indices], self.pad_id)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        return self.actor(**batch).loss
+        micro = self.actor.global_steps * self.grad_accum + index  # this rank's micro-batches so far
+        ptx_epoch, offset = divmod(micro * self.world + self.rank, self.ptx_batches)
+        if self._ptx_plan[0] != ptx_epoch:
+            lengths = [len(e.input_ids) for e in self.ptx.examples]
+            self._ptx_plan = (ptx_epoch, plan_batches(lengths, self.config.micro_batch_size, self.config.seed, ptx_epoch, False))
+        batch = collate([self.ptx.examples[i] for i in self._ptx_plan[1][offset]], self.pad_id)
+        return self.actor(**{k: v.to(self.device) for k, v in batch.items()}).loss
 
     # -- evaluation --------------------------------------------------------------
 
@@ -694,7 +683,8 @@ class PpoTrainer:
 
         tag = f"step-{step}"
         folder = self.checkpoint_dir / tag
-        state = {"step": step, "rng": rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        state = {"step": step, "rng": rng_state(), "cuda_rng": cuda_rng}
         # With LoRA the frozen base is base_model itself: keep only the adapter.
         self.actor.save_checkpoint(str(folder), tag="actor", client_state=state, save_latest=False,
                                    exclude_frozen_parameters=self.lora)
@@ -745,7 +735,7 @@ class PpoTrainer:
         import torch.distributed as dist
 
         module = self.actor.module
-        with ZeroGather(list(module.parameters()), self.config.zero_stage):
+        with gathered(list(module.parameters()), self.config.zero_stage):
             if self.rank == 0:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 ema_state = None
