@@ -41,8 +41,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from inference.text import IncrementalDecoder  # noqa: E402
 from tests.triton_support import start_triton  # noqa: E402
 from training_jobs.tiny import TinyModelSpec, make_tiny_model  # noqa: E402
-from webapp.lib.embedded_redis import free_port, port_is_free, start_embedded_redis  # noqa: E402
-from webapp.lib.webserver import web_argv  # noqa: E402
+from bench.webstack import CREATE_USER_AND_KEY, web_stack  # noqa: E402
 
 MODEL = "tiny_ft_stream"
 ITEMS = ["空气炸锅", "洗衣机", "冰箱", "耳机", "口红", "羽绒服", "扫地机器人", "牙刷", "air fryer", "headphones"]
@@ -222,43 +221,18 @@ def direct_client(grpc_url: str, model_dir: Path, max_tokens: int):
 def gateway(model_dir: Path, triton_grpc: str, workdir: Path) -> Iterator[tuple[str, str, int]]:
     """The web server (uvicorn, as `make run` starts it) on a throwaway SQLite
     database with one Triton deployment."""
-    redis = None
-    env = dict(os.environ, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir), DEBUG="0",
-               DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT))
-    if "REDIS_URL" not in env:
-        port = free_port()
-        redis = start_embedded_redis(port=port, workdir=workdir / "redis")
-        env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    setup = (
-        "from django.contrib.auth import get_user_model;"
-        "from webapp.accounts.services import api_key_create;"
+    setup = CREATE_USER_AND_KEY + (
         "from webapp.deployments.models import Deployment;"
-        "u = get_user_model().objects.create_user('bench');"
-        "k = api_key_create(owner=u, name='bench');"
-        "k.api_key.max_concurrent_requests = 100000; k.api_key.save();"
         f"Deployment.objects.create(owner=u, name='bench-triton', kind='triton', endpoint_url='{triton_grpc}',"
         f" server_model='{MODEL}', model_path='{model_dir}', options={{'protocol': 'fastertransformer', 'stream': True}});"
         "print(k.raw)"
     )
-    key = subprocess.run([sys.executable, "manage.py", "shell", "-c", setup], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    log = open(workdir / "web.log", "wb")
-    web = subprocess.Popen(web_argv("127.0.0.1", port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while port_is_free(port):
-            if web.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not start; see {workdir / 'web.log'}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", key, web.pid
+        with web_stack(workdir, setup=setup) as stack:
+            yield stack.base, stack.setup_output, stack.pid
     finally:
-        web.terminate()
-        web.wait(timeout=20)
-        shutil.copy(workdir / "web.log", Path(tempfile.gettempdir()) / "serve_load_web.log")
-        if redis is not None:
-            redis.terminate()
+        if (workdir / "web.log").exists():
+            shutil.copy(workdir / "web.log", Path(tempfile.gettempdir()) / "serve_load_web.log")
 
 
 def pin(pids: list[int], cores: set[int]) -> None:

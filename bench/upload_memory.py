@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from training_jobs.tiny import TinyModelSpec, make_tiny_model  # noqa: E402
-from webapp.lib.embedded_redis import free_port, port_is_free, start_embedded_redis  # noqa: E402
+from bench.webstack import CREATE_USER_AND_KEY, web_stack  # noqa: E402
 from webapp.lib.webserver import web_argv  # noqa: E402
 
 SERVERS = {
@@ -58,28 +57,10 @@ def make_tarball(model_dir: Path, out: Path, padding_mb: int) -> Path:
 
 
 @contextmanager
-def server(name: str, workdir: Path, env: dict[str, str]) -> Iterator[tuple[str, str, int]]:
-    env = dict(env, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir),
-               ARTIFACTS_ROOT=str(workdir / "artifacts"), MEDIA_ROOT=str(workdir / "media"), REGISTRY_MAX_IMPORT_MB="4096")
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    setup = ("from django.contrib.auth import get_user_model;from webapp.accounts.services import api_key_create;"
-             "u = get_user_model().objects.create_user('bench');print(api_key_create(owner=u, name='bench').raw)")
-    key = subprocess.run([sys.executable, "manage.py", "shell", "-c", setup], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout.strip().splitlines()[-1]
-    port = free_port()
-    log = open(workdir / f"{name}.log", "wb")
-    process = subprocess.Popen(SERVERS[name](port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while port_is_free(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start; see {workdir / (name + '.log')}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", key, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+def server(name: str, workdir: Path) -> Iterator[tuple[str, str, int]]:
+    env = {"ARTIFACTS_ROOT": str(workdir / "artifacts"), "MEDIA_ROOT": str(workdir / "media"), "REGISTRY_MAX_IMPORT_MB": "4096"}
+    with web_stack(workdir, setup=CREATE_USER_AND_KEY + "print(k.raw)", server=SERVERS[name], env=env) as stack:
+        yield stack.base, stack.setup_output, stack.pid
 
 
 def upload(base: str, key: str, path: Path, name: str) -> tuple[int, float]:
@@ -102,26 +83,14 @@ def main() -> None:
         make_tiny_model(TinyModelSpec(arch="bloom", layers=2, hidden=64, heads=4), model)
         small = make_tarball(model, work / "small.tar", 1)
         big = make_tarball(model, work / "big.tar", args.mb)
-        env = dict(os.environ, DEBUG="0", DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT))
-        redis = None
-        if "REDIS_URL" not in env:
-            port = free_port()
-            redis = start_embedded_redis(port=port, workdir=work / "redis")
-            env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
         rows = []
-        try:
-            for name in SERVERS:
-                folder = work / name
-                folder.mkdir()
-                with server(name, folder, env) as (base, key, pid):
-                    upload(base, key, small, "warmup")
-                    before = peak_rss_mb(pid)
-                    _, seconds = upload(base, key, big, "big")
-                    after = peak_rss_mb(pid)
-                rows.append((name, before, after, seconds))
-        finally:
-            if redis is not None:
-                redis.terminate()
+        for name in SERVERS:
+            with server(name, work / name) as (base, key, pid):
+                upload(base, key, small, "warmup")
+                before = peak_rss_mb(pid)
+                _, seconds = upload(base, key, big, "big")
+                after = peak_rss_mb(pid)
+            rows.append((name, before, after, seconds))
     print(f"\nupload of a {args.mb} MB model tarball to /api/models/import/ (server peak RSS, VmHWM)")
     print(f"{'server':8} {'before MB':>10} {'after MB':>10} {'growth MB':>10} {'import s':>9}")
     for name, before, after, seconds in rows:
