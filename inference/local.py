@@ -88,6 +88,12 @@ DTYPES = {
     "bf16": torch.bfloat16,
 }
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+# transformers 5's from_pretrained is not thread-safe: two models loading at
+# once in one process (two local deployments answering an arena battle) can
+# leave a tied weight (BLOOM's lm_head) on the meta device, "newly
+# initialized". Loads are serialised process-wide; each backend still has its
+# own lock for its engine.
+_LOAD_LOCK = threading.Lock()
 
 
 # --------------------------------------------------------------------------
@@ -585,10 +591,11 @@ class LocalBackend(Backend):
 
             folder = self._folder()
             try:
-                tokenizer = self._load_tokenizer()
-                model = AutoModelForCausalLM.from_pretrained(
-                    str(folder), local_files_only=True, dtype=_dtype(self.dtype)
-                )
+                with _LOAD_LOCK:
+                    tokenizer = self._load_tokenizer()
+                    model = AutoModelForCausalLM.from_pretrained(
+                        str(folder), local_files_only=True, dtype=_dtype(self.dtype)
+                    )
                 model.to(self.device).eval()
             except InferenceError:
                 raise

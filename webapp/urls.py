@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from webapp.accounts.urls import auth_urlpatterns
+from webapp.chat.urls import api_urlpatterns as chat_api
 from webapp.core.navigation import SECTIONS
 from webapp.core.views import section_pending
 from webapp.datasets.urls import api_urlpatterns as datasets_api
@@ -13,7 +14,7 @@ from webapp.registry.urls import api_urlpatterns as registry_api
 
 admin.site.site_header = "Domain LLM Workbench admin"
 
-api_urlpatterns = [*registry_api, *datasets_api, *deployments_api, *jobs_api]
+api_urlpatterns = [*registry_api, *datasets_api, *deployments_api, *jobs_api, *chat_api]
 
 urlpatterns = [
     path("", include("webapp.core.urls")),

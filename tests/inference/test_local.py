@@ -506,6 +506,24 @@ async def test_health_and_close(tiny_bloom: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_two_backends_loading_at_once_both_get_the_whole_model(tiny_bloom: Path, references) -> None:
+    """Two local deployments of one model answering an arena battle load
+    concurrently; transformers' loading is not thread-safe (a tied lm_head
+    could stay on the meta device), so loads are serialised."""
+    first, second = _backend(tiny_bloom), _backend(tiny_bloom)
+    try:
+        request = GenerationRequest(VARIED, prompt=PROMPTS[0])
+        answers = await asyncio.gather(run(first, request), run(second, request))
+        expected = reference_ids(references, "bloom", PROMPTS[0], max_new_tokens=24, repetition_penalty=1.3)
+        assert [ids for _, ids in answers] == [expected, expected]
+        for backend in (first, second):
+            assert backend.engine.model.lm_head.weight.device.type == "cpu"
+    finally:
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.asyncio
 async def test_batch_size_limit_queues_the_rest(tiny_llama: Path) -> None:
     backend = _backend(tiny_llama, max_batch_size=2)
     try:

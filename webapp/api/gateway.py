@@ -27,14 +27,12 @@ from inference.base import (
     InvalidParameter,
 )
 from inference.params import choice_count, sampling_params
-from inference.pool import pool
 from inference.prompts import check_messages
-from inference.text import apply_stop_strings
 from webapp.accounts.models import ApiKey
 from webapp.api import lookups
 from webapp.api.models import RequestLog
 from webapp.deployments.models import Deployment
-from webapp.deployments.services import backend_config
+from webapp.deployments.serving import backend_for, generation_stream
 
 
 logger = logging.getLogger(__name__)
@@ -163,10 +161,6 @@ async def resolve_deployment(api_key: ApiKey, body: Mapping[str, Any]) -> Deploy
     return deployment
 
 
-def backend_for(deployment: Deployment) -> Backend:
-    return pool.get(f"deployment:{deployment.pk}", backend_config(deployment))
-
-
 def _stream_flags(body: Mapping[str, Any]) -> tuple[bool, bool]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
@@ -249,7 +243,7 @@ async def plan_completion(api_key: ApiKey, body: dict[str, Any]) -> Plan:
 # ---------------------------------------------------------------- running
 
 def open_stream(plan: Plan, request: GenerationRequest) -> AsyncIterator[Chunk]:
-    return apply_stop_strings(plan.backend.stream(request), request.params.stop)
+    return generation_stream(plan.backend, request)
 
 
 async def first_chunk(stream: AsyncIterator[Chunk]) -> Chunk:

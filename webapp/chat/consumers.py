@@ -1,0 +1,251 @@
+"""The chat socket, /ws/chat/: streams answers (chat turns and arena
+battles) as JSON frames. The protocol is documented in webapp/chat/README.md.
+
+Each generation runs in its own task so the socket keeps reading frames
+(stop, other sends) while tokens stream; an error is a frame, never a close.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from webapp.chat import services
+from webapp.chat.streaming import AnswerRun, Outcome
+from webapp.core.errors import DomainError
+from webapp.deployments.serving import backend_for
+
+logger = logging.getLogger(__name__)
+
+MAX_RUNNING = 4  # generations in flight per socket (an arena battle counts once)
+MAX_REQUEST_ID = 64
+DISCONNECT_GRACE_S = 10.0  # stopped answers are stored before the consumer goes
+TURNS: dict[str, Callable[..., services.Turn]] = {
+    "send": services.chat_turn_send,
+    "regenerate": services.chat_turn_regenerate,
+    "edit": services.chat_turn_edit,
+}
+
+
+@dataclass(eq=False)
+class Generation:
+    """One client request in flight: its task and its answer runs."""
+
+    request: Any
+    conversation: Any = None
+    runs: list[AnswerRun] = field(default_factory=list)
+    stopped: bool = False
+    task: asyncio.Task[None] | None = None
+
+    def add(self, run: AnswerRun) -> AnswerRun:
+        if self.stopped:
+            run.stop()  # stop came while the turn was being planned
+        self.runs.append(run)
+        return run
+
+    def stop(self) -> None:
+        self.stopped = True
+        for run in self.runs:
+            run.stop()
+
+
+def _usage(outcome: Outcome) -> dict[str, int]:
+    return {"prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens,
+            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens}
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)  # as the notifications socket: "log in"
+            return
+        self.user = user
+        self.running: dict[Any, Generation] = {}
+        self.gone = False
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        """A dropped connection stops its generations; their answers are
+        stored (status stopped) so a reconnecting page finds them."""
+        self.gone = True
+        generations = list(getattr(self, "running", {}).values())
+        for generation in generations:
+            generation.stop()
+        tasks = [g.task for g in generations if g.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=DISCONNECT_GRACE_S)
+            for task in late:
+                task.cancel()
+
+    # -- frames in -------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        try:
+            frame = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            await self.error(None, "a frame must be a JSON object (text)", code="invalid_frame")
+            return
+        await self.receive_json(frame)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        if kind == "ping":
+            await self.reply({"type": "pong"})
+        elif kind == "stop":
+            await self.stop(content.get("request"))
+        elif kind in TURNS:
+            await self.begin(content, lambda g: self.chat_turn(g, kind, content))
+        elif kind == "arena.start":
+            await self.begin(content, lambda g: self.arena(g, content))
+        else:
+            known = ", ".join(["send", "regenerate", "edit", "stop", "arena.start", "ping"])
+            await self.error(content.get("request"), f"unknown frame type {kind!r} (one of {known})", param="type",
+                             code="invalid_frame")
+
+    async def stop(self, request: Any) -> None:
+        """Stop one request, or every running one when `request` is absent."""
+        if request is None:
+            for generation in list(self.running.values()):
+                generation.stop()
+            return
+        generation = self.running.get(request) if _hashable(request) else None
+        if generation is None:
+            await self.error(request, f"no running request {request!r}", param="request", code="not_found")
+            return
+        generation.stop()
+
+    async def begin(self, content: dict[str, Any], work: Callable[[Generation], Awaitable[None]]) -> None:
+        request = content.get("request")
+        if request is None:
+            request = uuid.uuid4().hex[:12]
+        elif isinstance(request, bool) or not isinstance(request, (str, int)) or len(str(request)) > MAX_REQUEST_ID:
+            await self.error(None, f"'request' must be a string or integer of at most {MAX_REQUEST_ID} characters",
+                             param="request", code="invalid_frame")
+            return
+        if request in self.running:
+            await self.error(request, f"request {request!r} is already running", param="request", code="conflict")
+            return
+        if len(self.running) >= MAX_RUNNING:
+            await self.error(request, f"{MAX_RUNNING} answers are already streaming on this connection; stop one first",
+                             code="too_many_requests", retryable=True)
+            return
+        conversation = content.get("conversation")
+        if conversation is not None and any(g.conversation == conversation for g in self.running.values()):
+            await self.error(request, f"conversation {conversation} is already answering; stop it first",
+                             param="conversation", code="conflict")
+            return
+        generation = Generation(request, conversation)
+        self.running[request] = generation
+        generation.task = asyncio.create_task(self.guarded(generation, work))
+
+    async def guarded(self, generation: Generation, work: Callable[[Generation], Awaitable[None]]) -> None:
+        try:
+            await work(generation)
+        except DomainError as error:
+            await self.error(generation.request, error.message, param=error.field, code=error.code)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a bug in one request must not close the socket
+            logger.exception("chat request failed")
+            await self.error(generation.request, "internal error", code="internal_error", retryable=True)
+        finally:
+            if self.running.get(generation.request) is generation:
+                del self.running[generation.request]
+
+    # -- the work ----------------------------------------------------------------
+
+    async def chat_turn(self, generation: Generation, kind: str, content: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {
+            "user": self.user, "conversation_id": content.get("conversation"), "model": content.get("model"),
+            "params": content.get("params"), "system_prompt": content.get("system"),
+        }
+        if kind != "regenerate":
+            fields["content"] = content.get("content")
+        turn = await database_sync_to_async(TURNS[kind])(**fields)
+        generation.conversation = turn.conversation.pk
+        request = generation.request
+        await self.reply({
+            "type": "start", "request": request, "conversation": turn.conversation.pk,
+            "title": turn.conversation.title, "created": turn.created, "user_message": turn.user_message.pk,
+            "replaces": list(turn.superseded), "model": turn.deployment.name,
+        })
+
+        async def delta(text: str, index: int) -> None:
+            await self.reply({"type": "delta", "request": request, "index": index, "text": text})
+
+        outcome = await generation.add(AnswerRun(backend_for(turn.deployment), turn.request, delta)).run()
+        message = await database_sync_to_async(services.answer_store)(turn=turn, outcome=outcome)
+        if outcome.error is not None:
+            await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,
+                             retryable=outcome.retryable)
+        await self.reply({
+            "type": "done", "request": request, "conversation": turn.conversation.pk,
+            "message": message.pk if message else None, "status": outcome.status,
+            "finish_reason": outcome.finish_reason, "usage": _usage(outcome),
+            "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+        })
+
+    async def arena(self, generation: Generation, content: dict[str, Any]) -> None:
+        plan = await database_sync_to_async(services.arena_start)(
+            owner=self.user, prompt=content.get("prompt"), models=content.get("models"),
+            params=content.get("params"), system_prompt=content.get("system"),
+        )
+        battle, request = plan.battle, generation.request
+        await self.reply({
+            "type": "start", "request": request, "battle": battle.pk, "anonymous": battle.anonymous,
+            "models": {"a": None, "b": None} if battle.anonymous else {"a": battle.model_a, "b": battle.model_b},
+        })
+
+        async def side(plan_side: services.ArenaSide) -> None:
+            name = plan_side.side
+
+            async def delta(text: str, index: int) -> None:
+                await self.reply({"type": "delta", "request": request, "side": name, "index": index, "text": text})
+
+            run = generation.add(AnswerRun(backend_for(plan_side.deployment), plan_side.request, delta))
+            outcome = await run.run()
+            await database_sync_to_async(services.arena_side_store)(battle_id=battle.pk, side=name, outcome=outcome)
+            if outcome.error is not None:
+                await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,
+                                 retryable=outcome.retryable, side=name)
+            # No model names here: an anonymous battle is revealed by the vote only.
+            await self.reply({
+                "type": "done", "request": request, "battle": battle.pk, "side": name, "status": outcome.status,
+                "finish_reason": outcome.finish_reason, "usage": _usage(outcome),
+                "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+            })
+
+        results = await asyncio.gather(*(side(s) for s in plan.sides), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    # -- frames out ---------------------------------------------------------------
+
+    async def reply(self, frame: dict[str, Any]) -> None:
+        if not self.gone:
+            await self.send_json(frame)
+
+    async def error(
+        self, request: Any, message: str, *, param: str | None = None, code: str | None = None,
+        retryable: bool = False, side: str | None = None,
+    ) -> None:
+        frame: dict[str, Any] = {"type": "error", "request": request, "message": message, "param": param,
+                                 "code": code, "retryable": retryable}
+        if side is not None:
+            frame["side"] = side
+        await self.reply(frame)
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
