@@ -96,7 +96,9 @@ def load_tokenizer(folder: str | Path) -> Any:
     return tokenizer
 
 
-def lora_config(config: JobConfig, model_type: str, task_type: str) -> Any:
+def lora_config(config: JobConfig, model_type: str, task_type: str, dropout: float | None = None) -> Any:
+    """PEFT's LoraConfig of the job's `lora`; `dropout` overrides
+    `lora.dropout` (ppo's policy runs without dropout)."""
     from peft import LoraConfig as PeftLoraConfig
 
     assert config.lora is not None
@@ -104,7 +106,8 @@ def lora_config(config: JobConfig, model_type: str, task_type: str) -> Any:
     if not targets:
         raise ConfigError(f"lora.target_modules: no default for model type {model_type!r}; list the modules")
     return PeftLoraConfig(
-        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        r=config.lora.r, lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout if dropout is None else dropout,
         target_modules=targets, task_type=task_type,
     )
 

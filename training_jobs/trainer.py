@@ -1,6 +1,7 @@
 """One DeepSpeed training loop for the stages pt, sft, rm and dpo; what
 differs between them (model, data, micro-batch loss, evaluation, output) is
-a `StageRecipe` (stages.py).
+a `StageRecipe` (stages.py). The process-level parts (SIGTERM, checkpoint
+rotation, progress) are job.py's, shared with ppo.py.
 
 Data order is a pure function of (seed, epoch), and a checkpoint records the
 optimizer step it was taken at, so `--resume` replays exactly the micro-batches
@@ -9,88 +10,23 @@ saves a checkpoint at the next step boundary and exits with 143.
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
-import random
-import shutil
-import signal
-from contextlib import nullcontext
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from training_jobs.config import ConfigError, JobConfig
 from training_jobs.data import plan_batches
-from training_jobs.dsconfig import deepspeed_config
+from training_jobs.distributed import agree, all_sum, barrier, gathered
+from training_jobs.engine import make_engine, parameter_counts
+from training_jobs.job import RunResult, TrainingJob, periodic, write_job_files
 from training_jobs.progress import Progress
-from training_jobs.stages import StageRecipe, load_model, recipe_for
+from training_jobs.rng import rng_state, seed_everything, set_rng_state
+from training_jobs.stages import StageRecipe, recipe_for
 
-__all__ = ["EXIT_CANCELLED", "Cancelled", "RunResult", "Trainer", "ensure_distributed_env", "load_model", "make_optimizer"]
-
-EXIT_CANCELLED = 143  # 128 + SIGTERM
-log = logging.getLogger("training_jobs")
-
-
-class Cancelled(Exception):
-    pass
-
-
-@dataclass
-class RunResult:
-    exit_code: int
-    metrics: dict[str, Any]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def ensure_distributed_env() -> None:
-    """Without the deepspeed launcher, run as the single rank of a world of 1
-    (otherwise init_distributed goes looking for MPI)."""
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "training_jobs" / "torch_extensions"))
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-
-
-def make_optimizer(model: Any, config: JobConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    # No weight decay on biases and norms (the usual AdamW recipe).
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if torch.cuda.is_available():
-        from deepspeed.ops.adam import FusedAdam
-
-        return FusedAdam(groups, lr=config.learning_rate, adam_w_mode=True)
-    # On CPU a client AdamW (DeepSpeed's CPUAdam would compile for a minute),
-    # fused: one kernel over all parameters instead of a loop of small ones.
-    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+__all__ = ["Trainer", "micro_batches"]
 
 
 def micro_batches(
@@ -112,42 +48,12 @@ def micro_batches(
         epoch += 1
 
 
-class Trainer:
+class Trainer(TrainingJob):
     def __init__(self, config: JobConfig, progress: Progress | None = None) -> None:
-        self.config = config
         self.stage: StageRecipe = recipe_for(config)
-        self.output_dir = Path(config.output_dir)
-        self.checkpoint_dir = self.output_dir / "checkpoints"
-        self.stop_requested = False
-        self.progress = progress
-
-    # -- set-up ------------------------------------------------------------------
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.stop_requested = True
-
-    def run(self, resume: bool = False) -> RunResult:
-        import deepspeed
-        import torch.distributed as dist
-
-        ensure_distributed_env()
-        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        if self.progress is None:
-            self.progress = Progress(self.output_dir, enabled=self.rank == 0)
-        try:
-            return self._run(resume)
-        finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        super().__init__(config, progress)
 
     def _run(self, resume: bool) -> RunResult:
-        import deepspeed
-        from transformers import get_scheduler
-
         config, progress, stage = self.config, self.progress, self.stage
         assert progress is not None
         started = time.monotonic()
@@ -167,33 +73,13 @@ class Trainer:
                 "lower it or set max_steps"
             )
         total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-        warmup = int(config.warmup_ratio * total_steps)
-
-        def scheduler_factory(optimizer: Any) -> Any:
-            name = "constant_with_warmup" if config.lr_scheduler == "constant" else config.lr_scheduler
-            return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-
-        engine, _, _, scheduler = deepspeed.initialize(
-            model=model,
-            optimizer=make_optimizer(model, config),
-            lr_scheduler=scheduler_factory,
-            config=deepspeed_config(config, self.world),
-        )
-        if self.world == 1 and config.zero_stage == 0:
-            # Nothing to average across ranks, yet the engine would still run
-            # a gloo/NCCL all-reduce over every gradient at each boundary
-            # (~20% of a step for a 20M model on CPU, bench/train_throughput.py).
-            # ZeRO 1-3 collect their gradients through that same path: keep it.
-            engine.enable_backward_allreduce = False
+        engine, scheduler = make_engine(model, config, self.world, total_steps)
         self.engine = engine
         stage.prepare(engine)
         start_step = 0
         if resume:
             start_step = self._load_checkpoint()
-        # Under ZeRO-3 a parameter holds only its shard; ds_numel is its full size.
-        sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in engine.module.parameters()]
-        params = sum(n for n, _ in sizes)
-        trainable = sum(n for n, grad in sizes if grad)
+        params, trainable = parameter_counts(engine.module)
         progress.emit(
             "start", total_steps=total_steps, world_size=self.world, params=params, trainable_params=trainable,
             stage=config.stage, examples=len(lengths), dropped_rows=train.dropped,
@@ -229,9 +115,9 @@ class Trainer:
                 window_tokens += result.tokens
                 run_tokens += result.tokens
             step += 1
-            stop = self._agree(self.stop_requested)
+            stop = agree(self.stop_requested)
             if step % config.log_every == 0 or step == total_steps or stop:
-                loss_sum, micro_sum, tokens_sum, *stat_sums = self._sum(
+                loss_sum, micro_sum, tokens_sum, *stat_sums = all_sum(
                     [window_loss, window_micro, window_tokens, *window_stats.values()]
                 )
                 elapsed = time.monotonic() - window_start
@@ -251,16 +137,13 @@ class Trainer:
                 window_loss, window_micro, window_tokens = 0.0, 0, 0
                 window_stats = dict.fromkeys(stage.train_stats, 0.0)
                 window_start = time.monotonic()
-            if evaluation and config.eval_every and step % config.eval_every == 0 and step < total_steps:
+            if evaluation and periodic(config.eval_every, step, total_steps):
                 last_eval = self._evaluate(evaluation, step)
-            if stop:
-                self._save_checkpoint(step)
-                progress.emit("cancelled", step=step, message="stopped by SIGTERM; resume with --resume")
-                return RunResult(EXIT_CANCELLED, {"step": step})
-            if config.save_every and step % config.save_every == 0 and step < total_steps:
-                self._save_checkpoint(step)
+            cancelled = self._checkpoint_after(step, total_steps, stop)
+            if cancelled is not None:
+                return cancelled
         loop_s = time.monotonic() - loop_start
-        (all_tokens,) = self._sum([run_tokens])
+        (all_tokens,) = all_sum([run_tokens])
         if evaluation:
             last_eval = self._evaluate(evaluation, step)
         metrics = {
@@ -278,23 +161,6 @@ class Trainer:
         progress.emit("done", output_dir=str(self.output_dir), metrics=metrics)
         return RunResult(0, metrics)
 
-    # -- collectives ----------------------------------------------------------------
-
-    def _agree(self, flag: bool) -> bool:
-        """True on every rank when any rank got SIGTERM (ranks stop together)."""
-        import torch.distributed as dist
-
-        tensor = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
-
-    def _sum(self, values: list[float]) -> list[float]:
-        import torch.distributed as dist
-
-        tensor = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return tensor.tolist()
-
     # -- evaluation ---------------------------------------------------------------
 
     @torch.no_grad()
@@ -305,8 +171,7 @@ class Trainer:
             result = {"step": step, **self.stage.evaluate(engine, data)}
         finally:
             engine.train()
-        assert self.progress is not None
-        self.progress.emit("eval", **result)
+        self._emit("eval", **result)
         return result
 
     # -- checkpoints ----------------------------------------------------------------
@@ -314,19 +179,10 @@ class Trainer:
     def _save_checkpoint(self, step: int) -> None:
         tag = f"step-{step}"
         self.engine.save_checkpoint(str(self.checkpoint_dir), tag=tag, client_state={"step": step, "rng": rng_state()})
-        if self.rank == 0:
-            tags = sorted(
-                (p for p in self.checkpoint_dir.glob("step-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1])
-            )
-            for old in tags[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            assert self.progress is not None
-            self.progress.emit("checkpoint", step=step, path=str(self.checkpoint_dir / tag))
+        self._checkpoint_saved(step, self.checkpoint_dir / tag)
 
     def _load_checkpoint(self) -> int:
-        if not (self.checkpoint_dir / "latest").exists():
-            assert self.progress is not None
-            self.progress.emit("note", message="--resume: no checkpoint yet, starting from step 0")
+        if not self._has_checkpoint():
             return 0
         path, client_state = self.engine.load_checkpoint(str(self.checkpoint_dir))
         if path is None:
@@ -340,17 +196,10 @@ class Trainer:
         """The stage's model folder (pt/sft/dpo: save_pretrained model +
         tokenizer, LoRA merged, adapter kept in adapter/; rm: the reward model
         folder), job.json and metrics.json."""
-        import deepspeed
-
         module = self.engine.module
-        params = list(module.parameters())
-        gather = deepspeed.zero.GatheredParameters(params) if self.config.zero_stage == 3 else nullcontext()
-        with gather:
+        with gathered(list(module.parameters()), self.config.zero_stage):
             if self.rank == 0:
                 self.output_dir.mkdir(parents=True, exist_ok=True)
                 self.stage.save(module, tokenizer, self.output_dir)
-                (self.output_dir / "job.json").write_text(json.dumps(self.config.model_dump(), indent=2))
-                (self.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        import torch.distributed as dist
-
-        dist.barrier()
+                write_job_files(self.output_dir, self.config, metrics)
+        barrier()

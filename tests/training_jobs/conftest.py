@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -78,6 +79,21 @@ def run_job(config_path: Path, *extra: str, timeout: float = 240, launcher: list
     events_file = config_path.parent / "_stdout.txt"
     events_file.write_text(result.stdout)
     return JobRun(result.returncode, read_events(events_file), result.stdout, result.stderr)
+
+
+def run_until_sigterm(config_path: Path, at_step: int, timeout: float = 120) -> int:
+    """Runs a job, sends it SIGTERM (as the web app cancels) once it reports
+    the metrics of optimizer step `at_step` or later, and returns its exit
+    code."""
+    argv = [sys.executable, "-m", "training_jobs", "run", "--config", str(config_path)]
+    process = subprocess.Popen(argv, cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if '"event": "metrics"' in line and json.loads(line)["step"] >= at_step:
+            process.send_signal(signal.SIGTERM)
+            break
+    process.stdout.read()
+    return process.wait(timeout=timeout)
 
 
 def base_config(model: Path, data: Path, out: Path, **overrides: Any) -> dict[str, Any]:

@@ -11,9 +11,6 @@ import json
 import math
 import random
 import shutil
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.training_jobs.conftest import ITEMS, ROOT, JobRun, base_config, job_env, run_job, write_config, write_jsonl
+from tests.training_jobs.conftest import ITEMS, JobRun, base_config, run_job, run_until_sigterm, write_config, write_jsonl
 from training_jobs import ppo_math
 from training_jobs.config import DEFAULT_PROMPT_TEMPLATE
 from training_jobs.pairs import prompt_ids, response_ids
-from training_jobs.ppo import action_logprobs, cut_at_eos, merged_state_dict, pack, reward_sequence, step_prompts
+from training_jobs.ppo_models import merged_state_dict
+from training_jobs.ppo_rollout import action_logprobs, cut_at_eos, pack, reward_sequence, step_prompts
 from training_jobs.progress import read_events
 from training_jobs.reward import load_reward_model, score, score_batch
 
@@ -362,17 +360,7 @@ def test_sigterm_saves_actor_critic_and_ema_and_resume_finishes(rlhf: Rlhf, tmp_
         ppo={"ptx_data": str(corpus), "ptx_coef": 0.1},
     )
     config_path = write_config(tmp_path, config)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training_jobs", "run", "--config", str(config_path)],
-        cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if '"event": "metrics"' in line and json.loads(line)["step"] >= 2:
-            process.send_signal(signal.SIGTERM)
-            break
-    process.stdout.read()
-    assert process.wait(timeout=120) == 143
+    assert run_until_sigterm(config_path, at_step=2) == 143
     events = read_events(tmp_path / "out" / "progress.jsonl")
     assert events[0]["reference"] == "frozen copy of base_model"
     stopped = next(e for e in events if e["event"] == "cancelled")["step"]

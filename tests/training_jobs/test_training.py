@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.training_jobs.conftest import ROOT, base_config, job_env, run_job, write_config
+from tests.training_jobs.conftest import ROOT, base_config, job_env, run_job, run_until_sigterm, write_config
 from training_jobs.progress import read_events
 
 
@@ -94,17 +90,7 @@ def test_sigterm_checkpoints_and_resume_replays_the_same_losses(tmp_path, tiny_b
     assert reference.returncode == 0, reference.stderr[-3000:]
 
     config_path = write_config(tmp_path, base_config(tiny_bloom, sft_data, tmp_path / "run", max_steps=steps), "run.json")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "training_jobs", "run", "--config", str(config_path)],
-        cwd=ROOT, env=job_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if '"event": "metrics"' in line and json.loads(line)["step"] >= 3:
-            process.send_signal(signal.SIGTERM)
-            break
-    process.stdout.read()
-    assert process.wait(timeout=120) == 143
+    assert run_until_sigterm(config_path, at_step=3) == 143
     events = read_events(tmp_path / "run" / "progress.jsonl")
     stopped = next(e for e in events if e["event"] == "cancelled")["step"]
     assert 3 <= stopped < steps
