@@ -91,9 +91,40 @@ def make_dataset(roots: Roots) -> Callable[..., Dataset]:
 
 
 @pytest.fixture
+def base(alice, make_base) -> ModelArtifact:
+    """alice's tiny base model in the registry."""
+    return make_base(alice)
+
+
+@pytest.fixture
+def sft_data(alice, make_dataset) -> Dataset:
+    """alice's ready instruction dataset (`sft_rows`)."""
+    return make_dataset(alice, "instruction")
+
+
+@pytest.fixture
+def corpus(alice, make_dataset) -> Dataset:
+    """alice's ready corpus dataset (`corpus_rows`)."""
+    return make_dataset(alice, "corpus", name="corpus")
+
+
+@pytest.fixture
 def authed(api_client, alice):
     api_client.force_authenticate(user=alice)
     return api_client
+
+
+@pytest.fixture
+def web(client, alice):
+    """The Django test client, logged in as alice (the pages)."""
+    client.force_login(alice)
+    return client
+
+
+def api_error(response) -> dict[str, Any]:
+    """The error object of a 400 from the REST API."""
+    assert response.status_code == 400, response.content
+    return response.json()["error"]
 
 
 def create_body(base: ModelArtifact, data: Dataset, **overrides: Any) -> dict[str, Any]:

@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.jobs.conftest import TINY_SFT, create_body
+from tests.jobs.conftest import TINY_SFT, api_error, create_body
 from webapp.jobs.layout import job_config_path, job_log_path
 from webapp.jobs.models import Job, JobEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def base(alice, make_base):
-    return make_base(alice)
-
-
-@pytest.fixture
-def sft_data(alice, make_dataset):
-    return make_dataset(alice, "instruction")
-
-
-def _error(response) -> dict:
-    assert response.status_code == 400, response.content
-    return response.json()["error"]
 
 
 def test_create_stores_the_merged_config_and_queues(authed, alice, base, sft_data) -> None:
@@ -56,41 +41,40 @@ def test_create_stores_the_merged_config_and_queues(authed, alice, base, sft_dat
     ],
 )
 def test_a_bad_config_is_a_400_naming_the_field(authed, base, sft_data, config, param, message) -> None:
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, config=config), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, config=config), format="json"))
     assert error["param"] == param and message in error["message"]
     assert not Job.objects.exists()
 
 
-def test_data_must_fit_the_stage(authed, alice, base, sft_data, make_dataset) -> None:
-    corpus = make_dataset(alice, "corpus", name="corpus")
-    error = _error(authed.post("/api/jobs/", create_body(base, corpus), format="json"))
+def test_data_must_fit_the_stage(authed, alice, base, sft_data, corpus, make_dataset) -> None:
+    error = api_error(authed.post("/api/jobs/", create_body(base, corpus), format="json"))
     assert error["param"] == "dataset" and "stage sft trains on instruction data" in error["message"]
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, stage="pt"), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, stage="pt"), format="json"))
     assert error["param"] == "dataset" and "corpus" in error["message"]
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, eval_dataset=corpus.pk), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, eval_dataset=corpus.pk), format="json"))
     assert error["param"] == "eval_dataset"
     # PPO reads prompts, or the prompts of preference rows; it needs a reward model.
     preference = make_dataset(alice, "preference", rows=[{"prompt": "Q", "chosen": "a", "rejected": "b"}], name="pref")
-    error = _error(authed.post("/api/jobs/", create_body(base, corpus, stage="ppo", config={}), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, corpus, stage="ppo", config={}), format="json"))
     assert error["param"] == "dataset" and "prompts or preference" in error["message"]
-    error = _error(authed.post("/api/jobs/", create_body(base, preference, stage="ppo", config={}), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, preference, stage="ppo", config={}), format="json"))
     assert error["param"] == "reward_artifact" and "needs a reward model" in error["message"]
     body = {**create_body(base, preference, stage="ppo", config={}), "reward_artifact": base.pk}
-    error = _error(authed.post("/api/jobs/", body, format="json"))
+    error = api_error(authed.post("/api/jobs/", body, format="json"))
     assert error["param"] == "reward_artifact" and "not a reward model" in error["message"]
     body = {**create_body(base, sft_data), "reward_artifact": base.pk}
-    error = _error(authed.post("/api/jobs/", body, format="json"))
+    error = api_error(authed.post("/api/jobs/", body, format="json"))
     assert error["param"] == "reward_artifact" and "only stage ppo" in error["message"]
     assert not Job.objects.exists()
 
 
 def test_resources_are_checked(authed, base, sft_data) -> None:
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"queue": "nope"}), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"queue": "nope"}), format="json"))
     assert error["param"] == "resources.queue"
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"hostfile": "node1 gpus=8"}), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"hostfile": "node1 gpus=8"}), format="json"))
     assert error["param"] == "resources.hostfile"
     # 8 sequences per step do not split into micro-batches of 4 over 3 ranks.
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"num_gpus": 3}), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, resources={"num_gpus": 3}), format="json"))
     assert error["param"] == "config.global_batch_size" and "4 × 3" in error["message"]
     hostfile = "# two nodes\nnode1 slots=8\nnode2 slots=8\n"
     ok = authed.post("/api/jobs/", create_body(base, sft_data, resources={"num_gpus": 1, "hostfile": hostfile}), format="json")
@@ -101,9 +85,9 @@ def test_resources_are_checked(authed, base, sft_data) -> None:
 def test_other_users_objects_are_invisible(api_client, authed, alice, bob, base, sft_data, make_base, make_dataset) -> None:
     bobs_base = make_base(bob, "bobs")
     bobs_data = make_dataset(bob, name="bobs")
-    error = _error(authed.post("/api/jobs/", create_body(bobs_base, sft_data), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(bobs_base, sft_data), format="json"))
     assert (error["param"], error["message"]) == ("base_artifact", f"no model with id {bobs_base.pk}")
-    error = _error(authed.post("/api/jobs/", create_body(base, bobs_data), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, bobs_data), format="json"))
     assert (error["param"], error["message"]) == ("dataset", f"no dataset with id {bobs_data.pk}")
 
     job_id = authed.post("/api/jobs/", create_body(base, sft_data), format="json").json()["id"]
@@ -118,15 +102,14 @@ def test_other_users_objects_are_invisible(api_client, authed, alice, bob, base,
     assert Job.objects.get(pk=job_id).status == "queued"  # bob's cancel changed nothing
 
 
-def test_list_filters_and_unauthenticated(api_client, authed, alice, base, sft_data, make_dataset) -> None:
+def test_list_filters_and_unauthenticated(api_client, authed, base, sft_data, corpus) -> None:
     first = authed.post("/api/jobs/", create_body(base, sft_data), format="json").json()["id"]
-    corpus = make_dataset(alice, "corpus", name="corpus")
     second = authed.post("/api/jobs/", create_body(base, corpus, stage="pt", config=dict(TINY_SFT, max_steps=2)), format="json").json()["id"]
     Job.objects.filter(pk=first).update(status="failed")
     ids = lambda query: [j["id"] for j in authed.get(f"/api/jobs/{query}").json()["results"]]  # noqa: E731
     assert ids("") == [second, first]
     assert ids("?stage=pt") == [second] and ids("?status=failed") == [first] and ids("?status=failed&stage=pt") == []
-    assert _error(authed.get("/api/jobs/?status=done"))["param"] == "status"
+    assert api_error(authed.get("/api/jobs/?status=done"))["param"] == "status"
     api_client.force_authenticate(user=None)
     assert api_client.get("/api/jobs/").status_code == 401
 
@@ -157,7 +140,7 @@ def test_events_page_with_after_and_limit(authed, base, sft_data) -> None:
     page = authed.get(f"/api/jobs/{job_id}/events?after=8&limit=100").json()
     assert [e["data"]["step"] for e in page["data"]] == [9, 10, 11] and not page["has_more"]
     assert authed.get(f"/api/jobs/{job_id}/events?after=11").json() == {"data": [], "has_more": False, "last_seq": 11}
-    assert _error(authed.get(f"/api/jobs/{job_id}/events?after=x"))["param"] == "after"
+    assert api_error(authed.get(f"/api/jobs/{job_id}/events?after=x"))["param"] == "after"
 
 
 def test_log_tail_and_full(authed, base, sft_data) -> None:
@@ -179,7 +162,7 @@ def test_a_mixture_snapshot_is_training_data(authed, alice, base, sft_data, make
     from webapp.jobs.runner import launch_preview
 
     mixture = mixture_create(owner=alice, name="mix", seed=0, components=[ComponentSpec(dataset=sft_data, weight=2.0)])
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, mixture=mixture.pk), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, mixture=mixture.pk), format="json"))
     assert error["param"] == "dataset" and "one of them" in error["message"]
     response = authed.post("/api/jobs/", create_body(base, sft_data, dataset=None, mixture=mixture.pk), format="json")
     assert response.status_code == 201, response.content
@@ -191,5 +174,5 @@ def test_a_mixture_snapshot_is_training_data(authed, alice, base, sft_data, make
     corpus_mix = mixture_create(
         owner=alice, name="corpus", seed=0, components=[ComponentSpec(dataset=make_dataset(alice, "corpus", name="c"), weight=1.0)]
     )
-    error = _error(authed.post("/api/jobs/", create_body(base, sft_data, dataset=None, mixture=corpus_mix.pk), format="json"))
+    error = api_error(authed.post("/api/jobs/", create_body(base, sft_data, dataset=None, mixture=corpus_mix.pk), format="json"))
     assert error["param"] == "mixture" and "corpus" in error["message"]

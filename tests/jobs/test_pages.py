@@ -7,25 +7,10 @@ import pytest
 from tests.jobs.conftest import TINY_SFT
 from webapp.jobs import training_cli
 from webapp.jobs.models import Job
+from webapp.jobs.pipelines import pipeline_create
 from webapp.jobs.services import job_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def base(alice, make_base):
-    return make_base(alice)
-
-
-@pytest.fixture
-def sft_data(alice, make_dataset):
-    return make_dataset(alice, "instruction")
-
-
-@pytest.fixture
-def web(client, alice):
-    client.force_login(alice)
-    return client
 
 
 def _post_data(base, data, **overrides):
@@ -78,8 +63,7 @@ def test_an_invalid_config_value_is_shown_on_its_input(web, base, sft_data) -> N
     assert form.errors["config_learning_rate"] and 'id="id_config_learning_rate_error"' in response.content.decode()
 
 
-def test_wrong_data_kind_is_an_error_on_the_dataset(web, alice, base, make_dataset) -> None:
-    corpus = make_dataset(alice, "corpus", name="corp")
+def test_wrong_data_kind_is_an_error_on_the_dataset(web, base, corpus) -> None:
     response = web.post("/jobs/new/", _post_data(base, corpus))
     assert response.status_code == 200 and not Job.objects.exists()
     assert "trains on instruction data" in " ".join(response.context["form"].errors["dataset"])
@@ -104,12 +88,7 @@ def test_another_users_job_page_is_404_and_clone_prefills(web, alice, bob, base,
     assert form["dataset"].value() == sft_data.pk and form["output_name"].value() == "cloned-out"
 
 
-def test_a_waiting_pipeline_stage_renders_on_the_list_and_its_page(web, alice, base, sft_data, make_dataset) -> None:
-    from webapp.jobs.models import Job
-    from webapp.jobs.pipelines import pipeline_create
-    from tests.jobs.conftest import TINY_SFT
-
-    corpus = make_dataset(alice, kind="corpus", name="corpus")
+def test_a_waiting_pipeline_stage_renders_on_the_list_and_its_page(web, alice, base, corpus, sft_data) -> None:
     pipeline = pipeline_create(owner=alice, name="recipe", base_artifact=base, stages=[
         {"stage": "pt", "dataset": corpus, "config": dict(TINY_SFT, max_steps=2)},
         {"stage": "sft", "dataset": sft_data, "config": dict(TINY_SFT, max_steps=2)},

@@ -9,28 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.jobs.conftest import TINY_SFT
+from tests.jobs.conftest import TINY_SFT, api_error
 from tests.support import celery_worker, wait_until
 from webapp.jobs.models import Job, JobStatus, Pipeline
 from webapp.jobs.pipelines import pipeline_advance
 from webapp.jobs.services import job_cancel, job_resume
 from webapp.registry.models import ModelArtifact
 from webapp.registry.services import artifact_register
-
-
-@pytest.fixture
-def base(alice, make_base):
-    return make_base(alice)
-
-
-@pytest.fixture
-def corpus(alice, make_dataset):
-    return make_dataset(alice, "corpus", name="corpus")
-
-
-@pytest.fixture
-def sft_data(alice, make_dataset):
-    return make_dataset(alice, "instruction", name="sft")
 
 
 def _body(base, corpus, sft_data, *, pt: dict[str, Any] | None = None, sft: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,11 +26,6 @@ def _body(base, corpus, sft_data, *, pt: dict[str, Any] | None = None, sft: dict
             {"stage": "sft", "dataset": sft_data.pk, "config": dict(TINY_SFT, max_steps=3), "output_name": "tiny-chat", **(sft or {})},
         ],
     }
-
-
-def _error(response) -> dict:
-    assert response.status_code == 400, response.content
-    return response.json()["error"]
 
 
 def _statuses(pipeline_id: int) -> list[str]:
@@ -87,29 +67,28 @@ def test_create_stores_the_first_stage_queued_and_the_rest_waiting(authed, alice
     ],
 )
 def test_a_bad_stage_is_a_400_naming_stage_and_field(authed, base, corpus, sft_data, change, param, message) -> None:
-    error = _error(authed.post("/api/pipelines/", _body(base, corpus, sft_data, **change), format="json"))
+    error = api_error(authed.post("/api/pipelines/", _body(base, corpus, sft_data, **change), format="json"))
     assert error["param"] == param and message in error["message"], error
     assert not Pipeline.objects.exists() and not Job.objects.exists()
 
 
 @pytest.mark.django_db
-def test_wrong_data_for_a_later_stage_stores_nothing(authed, alice, base, corpus, sft_data, make_dataset) -> None:
-    error = _error(authed.post("/api/pipelines/", _body(base, corpus, sft_data, sft={"dataset": corpus.pk}), format="json"))
+def test_wrong_data_for_a_later_stage_stores_nothing(authed, base, corpus, sft_data) -> None:
+    error = api_error(authed.post("/api/pipelines/", _body(base, corpus, sft_data, sft={"dataset": corpus.pk}), format="json"))
     assert error["param"] == "stages[1].dataset" and "stage sft trains on instruction data" in error["message"]
-    # rm: known stage, right data, refused by the CLI until the RLHF stages land.
-    preference = make_dataset(alice, "preference", rows=[{"prompt": "Q", "chosen": "a", "rejected": "b"}], name="pref")
+    # A third stage is checked the same way: rm reads preference pairs.
     body = _body(base, corpus, sft_data)
-    body["stages"].append({"stage": "rm", "dataset": preference.pk})
-    error = _error(authed.post("/api/pipelines/", body, format="json"))
-    assert error["param"] == "stages[2].stage"
-    assert _error(authed.post("/api/pipelines/", dict(body, stages=[]), format="json"))["param"] == "stages"
+    body["stages"].append({"stage": "rm", "dataset": sft_data.pk})
+    error = api_error(authed.post("/api/pipelines/", body, format="json"))
+    assert error["param"] == "stages[2].dataset" and "stage rm trains on preference data" in error["message"]
+    assert api_error(authed.post("/api/pipelines/", dict(body, stages=[]), format="json"))["param"] == "stages"
     assert not Pipeline.objects.exists() and not Job.objects.exists()
 
 
 @pytest.mark.django_db
 def test_other_users_pipelines_are_invisible(api_client, authed, bob, base, corpus, sft_data, make_base) -> None:
     bobs_base = make_base(bob, "bobs")
-    error = _error(authed.post("/api/pipelines/", _body(bobs_base, corpus, sft_data), format="json"))
+    error = api_error(authed.post("/api/pipelines/", _body(bobs_base, corpus, sft_data), format="json"))
     assert (error["param"], error["message"]) == ("base_artifact", f"no model with id {bobs_base.pk}")
     pipeline_id = authed.post("/api/pipelines/", _body(base, corpus, sft_data), format="json").json()["id"]
     api_client.force_authenticate(user=bob)
