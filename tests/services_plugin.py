@@ -15,9 +15,12 @@ for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")
 
 # Files written by the server and worker processes that tests start (uploads,
-# models) go under var/, never into a developer's own MEDIA_ROOT.
-os.environ.setdefault("MEDIA_ROOT", str(ROOT / "var" / "test-media"))
-os.environ.setdefault("ARTIFACTS_ROOT", str(ROOT / "var" / "test-artifacts"))
+# models) go under VAR_DIR (default var/), never into a developer's own
+# MEDIA_ROOT; two test sessions with their own VAR_DIR (and database) do not
+# share job folders.
+_VAR = Path(os.environ.get("VAR_DIR") or ROOT / "var")
+os.environ.setdefault("MEDIA_ROOT", str(_VAR / "test-media"))
+os.environ.setdefault("ARTIFACTS_ROOT", str(_VAR / "test-artifacts"))
 
 _redis: subprocess.Popen[bytes] | None = None
 if "REDIS_URL" not in os.environ:

@@ -30,7 +30,7 @@ from webapp.registry.selectors import artifact_list
 # The recipe, in the order its stages run.
 RECIPE = ("pt", "sft", "rm", "ppo", "dpo")
 # The settings shown per stage; the others keep the stage defaults.
-CONFIG_SUBSET = ("max_steps", "epochs", "learning_rate", "micro_batch_size", "max_length")
+CONFIG_SUBSET = ("max_steps", "epochs", "learning_rate", "global_batch_size", "micro_batch_size", "max_length")
 UNAVAILABLE_REASON = "the training CLI does not accept this stage"
 # dpo is the alternative to ppo: offered, not ticked.
 INCLUDED_BY_DEFAULT = ("pt", "sft", "rm", "ppo")
