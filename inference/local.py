@@ -587,11 +587,15 @@ class LocalBackend(Backend):
         with self._lock:
             if self._engine is not None and self._engine.alive:
                 return self._engine
-            from transformers import AutoModelForCausalLM
-
             folder = self._folder()
             try:
                 with _LOAD_LOCK:
+                    # Imported under the lock too: two threads doing transformers'
+                    # first (lazy) import at once get "cannot import name
+                    # 'AutoModelForCausalLM'" (an arena's two local models on a
+                    # fresh server).
+                    from transformers import AutoModelForCausalLM
+
                     tokenizer = self._load_tokenizer()
                     model = AutoModelForCausalLM.from_pretrained(
                         str(folder), local_files_only=True, dtype=_dtype(self.dtype)

@@ -132,7 +132,11 @@ REST_FRAMEWORK = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "workbench:asgi"},
+        # redis-py 8 reads with a 5 s socket timeout by default, and
+        # channels_redis blocks 5 s (BZPOPMIN) waiting for a consumer's next
+        # message: an idle websocket's consumer died with "Timeout reading
+        # from …" every ~5 s. A longer read timeout keeps idle sockets up.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "workbench:asgi"},
     }
 }
 

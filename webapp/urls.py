@@ -24,6 +24,7 @@ urlpatterns = [
     path("datasets/", include("webapp.datasets.urls")),
     path("deployments/", include("webapp.deployments.urls")),
     path("jobs/", include("webapp.jobs.page_urls")),
+    path("chat/", include("webapp.chat.urls")),
     path("v1/", include("webapp.api.urls")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),

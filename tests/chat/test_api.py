@@ -77,7 +77,19 @@ def test_conversation_list_and_detail_are_the_owners(alice, bob, tiny) -> None:
     assert body["title"] == "hi" and body["model"] == "tiny"
     assert [(m["role"], m["content"]) for m in body["messages"]] == [("user", "hi"), ("assistant", "hello")]
     assert body["messages"][1]["status"] == "complete" and body["messages"][1]["feedback"] is None
+    # Answers carry their Markdown as sanitised HTML; user messages are plain text.
+    assert body["messages"][0]["html"] is None and body["messages"][1]["html"] == "<p>hello</p>\n"
     assert as_user(bob).get(f"/api/chat/conversations/{conversation.pk}/").status_code == 404
+
+
+def test_an_answers_html_is_rendered_and_sanitised(alice, tiny) -> None:
+    answer = chat(alice, "<b>hi</b>", "**Yes** <script>alert(1)</script>\n\n```py\nx = '<img onerror=y>'\n```")
+    body = as_user(alice).get(f"/api/chat/conversations/{answer.conversation_id}/").json()
+    user, assistant = body["messages"]
+    assert user["content"] == "<b>hi</b>" and user["html"] is None
+    assert assistant["content"].startswith("**Yes**")  # the source stays as the model wrote it
+    assert assistant["html"] == ("<p><strong>Yes</strong> &lt;script&gt;alert(1)&lt;/script&gt;</p>\n"
+                                 "<pre><code class=\"language-py\">x = '&lt;img onerror=y&gt;'\n</code></pre>\n")
 
 
 def test_create_rename_and_delete(alice, bob, tiny) -> None:
@@ -142,6 +154,7 @@ def test_anonymous_battle_names_are_revealed_by_the_vote_only(alice, bob, tiny, 
     assert (before["model_a"], before["model_b"], before["revealed"]) == (None, None, False)
     assert [b["model_a"] for b in results(as_user(alice).get("/api/chat/arena/"))] == [None]
     assert "tiny" not in json.dumps(before) and "other" not in json.dumps(before)
+    assert (before["html_a"], before["html_b"]) == ("<p>answer A</p>\n", "<p>answer B</p>\n")
 
     assert as_user(bob).post(f"{url}vote/", {"vote": "a"}, format="json").status_code == 404
     assert ArenaBattle.objects.get(pk=made.pk).vote == ""

@@ -14,6 +14,7 @@ from inference.base import GenerationRequest
 from inference.params import sampling_params
 from tests.chat.conftest import ORIGIN, down_deployment, local_deployment, make_user
 from webapp.asgi import application
+from webapp.chat.markdown import render_markdown
 from webapp.chat.models import ArenaBattle, Conversation, Message
 from webapp.deployments.serving import backend_for
 
@@ -58,6 +59,7 @@ async def test_deltas_arrive_in_order_and_match_the_backend_and_the_stored_answe
         params=sampling_params({"temperature": 0, "max_tokens": 12}), messages=({"role": "user", "content": PROMPT},)
     ))
     assert texts(deltas) == expected.text
+    assert done["html"] == render_markdown(expected.text)  # what the page swaps in for the raw text
 
     answer = await Message.objects.aget(pk=done["message"])
     assert answer.content == expected.text and answer.status == "complete"
@@ -246,6 +248,7 @@ async def test_arena_streams_two_models_at_once_and_hides_random_names(connect, 
     assert battle.answer_a == texts([f for f in frames if f.get("side") == "a"])
     assert battle.answer_b == texts([f for f in frames if f.get("side") == "b"])
     assert battle.status_a == battle.status_b == "complete" and battle.stats_a["completion_tokens"] == 6
+    assert (dones["a"]["html"], dones["b"]["html"]) == (render_markdown(battle.answer_a), render_markdown(battle.answer_b))
 
     # Chosen models are named at once; stop ends both sides.
     await socket.send({"type": "arena.start", "request": "named", "prompt": PROMPT, "models": ["tiny-a", "tiny-b"],
@@ -256,3 +259,13 @@ async def test_arena_streams_two_models_at_once_and_hides_random_names(connect, 
     await socket.send({"type": "stop", "request": "named"})
     frames = await socket.frames("named", dones=2)
     assert sorted(f["status"] for f in frames if f["type"] == "done") == ["stopped", "stopped"]
+
+
+async def test_an_idle_socket_stays_open(connect) -> None:
+    """channels_redis waits 5 s for a consumer's next message; with redis-py's
+    default 5 s read timeout the consumer died there (settings.CHANNEL_LAYERS)."""
+    _, cookie = await make_user("alice")
+    socket = await connect(cookie)
+    await asyncio.sleep(6.5)
+    await socket.send({"type": "ping"})
+    assert await socket.receive(timeout=5) == {"type": "pong"}

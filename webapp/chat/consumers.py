@@ -18,6 +18,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from webapp.chat import services
+from webapp.chat.markdown import render_markdown
 from webapp.chat.streaming import AnswerRun, Outcome
 from webapp.core.errors import DomainError
 from webapp.deployments.serving import backend_for
@@ -54,6 +55,13 @@ class Generation:
         self.stopped = True
         for run in self.runs:
             run.stop()
+
+
+async def _html(text: str) -> str:
+    """The answer as sanitised HTML, off the event loop: a few ms for a
+    usual answer, but ~2 s for a 400 KB one (a long generation stopped late),
+    which would stall every socket of the process."""
+    return await asyncio.to_thread(render_markdown, text)
 
 
 def _usage(outcome: Outcome) -> dict[str, int]:
@@ -185,6 +193,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
         outcome = await generation.add(AnswerRun(backend_for(turn.deployment), turn.request, delta)).run()
         message = await database_sync_to_async(services.answer_store)(turn=turn, outcome=outcome)
+        html = await _html(outcome.text)
         if outcome.error is not None:
             await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,
                              retryable=outcome.retryable)
@@ -192,7 +201,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "type": "done", "request": request, "conversation": turn.conversation.pk,
             "message": message.pk if message else None, "status": outcome.status,
             "finish_reason": outcome.finish_reason, "usage": _usage(outcome),
-            "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+            "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "html": html,
         })
 
     async def arena(self, generation: Generation, content: dict[str, Any]) -> None:
@@ -215,6 +224,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             run = generation.add(AnswerRun(backend_for(plan_side.deployment), plan_side.request, delta))
             outcome = await run.run()
             await database_sync_to_async(services.arena_side_store)(battle_id=battle.pk, side=name, outcome=outcome)
+            html = await _html(outcome.text)
             if outcome.error is not None:
                 await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,
                                  retryable=outcome.retryable, side=name)
@@ -222,7 +232,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.reply({
                 "type": "done", "request": request, "battle": battle.pk, "side": name, "status": outcome.status,
                 "finish_reason": outcome.finish_reason, "usage": _usage(outcome),
-                "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms,
+                "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "html": html,
             })
 
         results = await asyncio.gather(*(side(s) for s in plan.sides), return_exceptions=True)
@@ -233,8 +243,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # -- frames out ---------------------------------------------------------------
 
     async def reply(self, frame: dict[str, Any]) -> None:
-        if not self.gone:
-            await self.send_json(frame)
+        if self.gone:
+            return
+        text = await self.encode_json(frame)
+        try:
+            await self.send(text_data=text)
+        except Exception:  # noqa: BLE001 - whatever the server raises for a closed connection
+            # The client went away and a generation noticed before
+            # disconnect() ran (uvicorn raises ClientDisconnected on the send):
+            # stop them all now, so the answers are stored as stopped, not
+            # as failed by the send.
+            self.gone = True
+            for generation in list(getattr(self, "running", {}).values()):
+                generation.stop()
 
     async def error(
         self, request: Any, message: str, *, param: str | None = None, code: str | None = None,

@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from webapp.chat.models import ArenaBattle, Conversation, Message
+from webapp.chat.markdown import render_markdown
+from webapp.chat.models import ArenaBattle, Conversation, Message, Role
 from webapp.chat.preferences import DEFAULT_NAME
 from webapp.deployments.models import Deployment
 
@@ -30,13 +31,17 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 
 class MessageSerializer(serializers.ModelSerializer):
+    """`html`: an answer's Markdown as sanitised HTML (webapp.chat.markdown);
+    null for user messages, which pages show as plain text."""
+
     model = serializers.CharField(source="model_name", read_only=True)
     feedback = serializers.SerializerMethodField()
+    html = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
         fields = [
-            "id", "role", "content", "reply_to", "model", "params", "status", "error", "finish_reason",
+            "id", "role", "content", "html", "reply_to", "model", "params", "status", "error", "finish_reason",
             "prompt_tokens", "completion_tokens", "latency_ms", "ttft_ms", "feedback", "created_at",
         ]
         read_only_fields = fields
@@ -44,6 +49,9 @@ class MessageSerializer(serializers.ModelSerializer):
     def get_feedback(self, message: Message) -> dict[str, Any] | None:
         feedback = getattr(message, "my_feedback", None)
         return {"rating": feedback.rating, "comment": feedback.comment} if feedback else None
+
+    def get_html(self, message: Message) -> str | None:
+        return render_markdown(message.content) if message.role == Role.ASSISTANT else None
 
 
 class ConversationDetailSerializer(ConversationSerializer):
@@ -75,10 +83,13 @@ class FeedbackInputSerializer(serializers.Serializer):
 
 
 class ArenaBattleSerializer(serializers.ModelSerializer):
-    """Model names stay null until the vote when the battle is anonymous."""
+    """Model names stay null until the vote when the battle is anonymous.
+    `html_a`/`html_b`: the answers as sanitised HTML."""
 
     model_a = serializers.SerializerMethodField()
     model_b = serializers.SerializerMethodField()
+    html_a = serializers.SerializerMethodField()
+    html_b = serializers.SerializerMethodField()
     revealed = serializers.BooleanField(read_only=True)
     finished = serializers.BooleanField(read_only=True)
 
@@ -86,7 +97,7 @@ class ArenaBattleSerializer(serializers.ModelSerializer):
         model = ArenaBattle
         fields = [
             "id", "prompt", "system_prompt", "params", "anonymous", "revealed", "finished", "model_a", "model_b",
-            "answer_a", "answer_b", "status_a", "status_b", "error_a", "error_b", "stats_a", "stats_b",
+            "answer_a", "answer_b", "html_a", "html_b", "status_a", "status_b", "error_a", "error_b", "stats_a", "stats_b",
             "vote", "voted_at", "created_at",
         ]
         read_only_fields = fields
@@ -96,6 +107,12 @@ class ArenaBattleSerializer(serializers.ModelSerializer):
 
     def get_model_b(self, battle: ArenaBattle) -> str | None:
         return battle.model_b if battle.revealed else None
+
+    def get_html_a(self, battle: ArenaBattle) -> str:
+        return render_markdown(battle.answer_a)
+
+    def get_html_b(self, battle: ArenaBattle) -> str:
+        return render_markdown(battle.answer_b)
 
 
 class VoteInputSerializer(serializers.Serializer):

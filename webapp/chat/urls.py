@@ -2,9 +2,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from webapp.chat import apis
+from webapp.chat import apis, views
 
-# Under /api/ (webapp/urls.py). The pages (chat:index) come with the UI.
+# The pages, under /chat/ (webapp/urls.py).
+app_name = "chat"
+urlpatterns = [
+    path("", views.chat_page, name="index"),
+    path("<int:pk>/", views.chat_page, name="conversation"),
+    path("arena/", views.arena_page, name="arena"),
+]
+
+# Under /api/ (webapp/urls.py).
 api_urlpatterns = [
     path("chat/models/", apis.ChatModelListApi.as_view(), name="api-chat-models"),
     path("chat/conversations/", apis.ConversationListApi.as_view(), name="api-chat-conversation-list"),

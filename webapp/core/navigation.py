@@ -20,7 +20,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("models", "Models", "registry:artifact-list", "The model registry: base models and everything trained from them, with lineage.", True),
     Section("jobs", "Jobs", "jobs:index", "Launch, watch, cancel and resume training stages (PT, SFT, RM, PPO, DPO).", True),
     Section("deployments", "Deployments", "deployments:index", "Serve models through Triton, vLLM, an OpenAI-compatible server or locally.", True),
-    Section("chat", "Chat", "chat:index", "Talk to a deployment, compare two in the arena, collect preferences.", False),
+    Section("chat", "Chat", "chat:index", "Talk to a deployment, compare two in the arena, collect preferences.", True),
     Section("evaluations", "Evaluations", "evaluations:index", "GPT-4-as-judge pairwise comparisons and report pages.", False),
     Section("keys", "API keys", "accounts:key-list", "Keys for the REST API and the OpenAI-compatible /v1 endpoints.", True),
 )
