@@ -52,6 +52,14 @@ def api_client() -> APIClient:
 
 
 @pytest.fixture
+def media_root(settings, tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = root
+    return root
+
+
+@pytest.fixture
 def artifacts_root(settings, tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "artifacts"
     root.mkdir()

@@ -72,13 +72,7 @@
     var box = $("arena-answer-" + side);
     box.closest(".arena-side").setAttribute("data-status", "streaming");
     box.closest(".arena-side").classList.add("streaming");
-    box.textContent = "";
-    var text = document.createElement("span");
-    text.className = "msg-text stream-text";
-    var node = document.createTextNode("");
-    text.appendChild(node);
-    box.appendChild(text);
-    box.appendChild(C.cursor());
+    var node = C.streamInto(box);
     $("arena-side-error-" + side).hidden = true;
     $("arena-meta-" + side).textContent = "";
     return node;

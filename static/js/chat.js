@@ -147,14 +147,7 @@
     article.setAttribute("data-status", "streaming");
     article.classList.add("streaming");
     var body = article.querySelector(".msg-body");
-    body.textContent = "";
-    var text = document.createElement("span");
-    text.className = "msg-text stream-text";
-    var node = document.createTextNode("");
-    text.appendChild(node);
-    body.appendChild(text);
-    body.appendChild(C.cursor());
-    return node;
+    return C.streamInto(body);
   }
 
   // An answer in its final state (from `done` or from REST).

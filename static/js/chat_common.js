@@ -166,6 +166,19 @@
     return cursor;
   };
 
+  // Empty `box` and give it a streaming text node (plain text, never HTML)
+  // followed by the cursor; returns the node the deltas are appended to.
+  Chat.streamInto = function (box) {
+    box.textContent = "";
+    var text = document.createElement("span");
+    text.className = "msg-text stream-text";
+    var node = document.createTextNode("");
+    text.appendChild(node);
+    box.appendChild(text);
+    box.appendChild(Chat.cursor());
+    return node;
+  };
+
   // POST /api/chat/preferences/export/ and show a link to the new dataset.
   Chat.exportPreferences = function (button, result, datasetUrl) {
     button.disabled = true;

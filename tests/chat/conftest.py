@@ -20,14 +20,6 @@ from webapp.lib.embedded_redis import free_port
 ORIGIN = (b"origin", b"http://127.0.0.1")
 
 
-@pytest.fixture
-def media_root(settings, tmp_path: Path) -> Path:
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
 def local_deployment(owner: Any, name: str, model_dir: Path, **fields: Any) -> Deployment:
     return Deployment.objects.create(owner=owner, name=name, kind="local", model_path=str(model_dir), **fields)
 

@@ -10,14 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from training_jobs.tiny import TinyModelSpec, make_tiny_model
 
 
-@pytest.fixture
-def media_root(settings, tmp_path: Path) -> Path:
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = root
-    return root
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("stats-model") / "tiny"
