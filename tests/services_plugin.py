@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
     os.environ.setdefault(_name, "1")
+# One OpenMP thread per process: a test runs pytest, a worker, a web server
+# and a training process side by side on few cores, and tiny models gain
+# nothing from threads; oversubscribed, a tiny training step got ~8x slower
+# (bench note in tests/training_jobs/test_ppo.py). Children inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Files written by the server and worker processes that tests start (uploads,
 # models) go under VAR_DIR (default var/), never into a developer's own

@@ -34,7 +34,7 @@ def _worker_log(tmp_path: Path) -> str:
     return "\n".join(p.read_text(errors="replace")[-3000:] for p in tmp_path.glob("test-*.log"))
 
 
-def _wait_status(job_id: int, tmp_path: Path, *, timeout_s: float = 120) -> Job:
+def _wait_status(job_id: int, tmp_path: Path, *, timeout_s: float = 200) -> Job:
     try:
         wait_until(lambda: Job.objects.get(pk=job_id).status in TERMINAL_STATUSES, timeout_s=timeout_s, what=f"job {job_id} to end")
     except AssertionError as exc:
