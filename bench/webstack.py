@@ -40,10 +40,12 @@ def web_stack(
 ) -> Iterator[Stack]:
     """`setup` runs after the migrations (CREATE_USER_AND_KEY defines `u`
     and `k`); `server(port)` is the server's argv (default: web_argv, as
-    `make run` starts it)."""
+    `make run` starts it); `env` is added to (and may override) the server's
+    environment, DATABASE_URL and REDIS_URL included."""
     workdir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ, DATABASE_URL=f"sqlite:///{workdir}/db.sqlite3", VAR_DIR=str(workdir), DEBUG="0",
-                    DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT), **(env or {}))
+                    DJANGO_SETTINGS_MODULE="webapp.settings", PYTHONPATH=str(ROOT))
+    full_env.update(env or {})  # e.g. another DATABASE_URL
     redis = None
     if "REDIS_URL" not in full_env:
         redis_port = free_port()
@@ -67,7 +69,14 @@ def web_stack(
             yield Stack(f"http://127.0.0.1:{port}", printed[-1] if printed else "", web.pid, log_path)
         finally:
             web.terminate()
-            web.wait(timeout=30)
+            try:
+                web.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # uvicorn's graceful stop can wait on a consumer left in the
+                # channel layer's receive after its socket closed (chat_ws saw it).
+                print(f"the web server did not stop within 30 s of SIGTERM: killed (see {log_path})", file=sys.stderr)
+                web.kill()
+                web.wait()
     finally:
         if redis is not None:
             redis.terminate()
