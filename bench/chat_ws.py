@@ -8,12 +8,13 @@ For every chat the client records send → `start`, send → first `delta`
 `done`. That figure is timed by `AnswerRun.run()` (webapp/chat/streaming.py)
 from the moment the backend stream is opened to its first text: it includes
 the backend's own queueing (the local engine's batch slots, Triton's
-serialised model) but not what the consumer does before it (session lookup at
-connect, the turn planned in the database, the `start` frame) nor the sending
-of the `delta`. So, per chat:
+serialised model) but not what the consumer does before it (the turn
+previewed from the database, the `start` frame) nor the sending of the
+`delta`. The turn's write runs alongside the stream (`stored` frame) and is
+not on this path. So, per chat:
 
   overhead = client TTFT - server ttft_ms      (the websocket path's cost at TTFT)
-           = (send → start)                    receive frame + plan the turn (DB) + start frame
+           = (send → start)                    receive frame + preview the turn (DB reads) + start frame
            + (start → first delta - ttft_ms)   backend lookup, delta frame out, client read
 
 As a cross-check of the backend figure, the same prompts (rendered as the

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from kombu import Queue
 
-from webapp.lib.config import ConfigError, load_config
+from webapp.lib.config import ConfigError, load_config, parse_int
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -172,6 +172,8 @@ DATASET_MAX_UPLOAD_BYTES = CONFIG.dataset_max_upload_mb * 1024 * 1024
 # Largest model import: a tarball's unpacked size (webapp.registry.imports).
 REGISTRY_MAX_IMPORT_BYTES = CONFIG.registry_max_import_mb * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Threads (and so database connections) the chat socket's ORM calls run on.
+CHAT_DB_THREADS = parse_int(os.environ, "CHAT_DB_THREADS", 8)
 # A processing task that has not reported progress for this long is presumed
 # dead (its worker was killed) and the dataset is queued again.
 DATASET_STALE_AFTER_S = 600

@@ -388,25 +388,21 @@
     return true;
   }
 
+  // `start`: the answer streams from now on; `stored`: the turn is in the
+  // database (its ids). Messages the turn replaces (always the end of the
+  // thread) leave the page at `start` and come back if the turn is refused
+  // before `stored`.
   function onStart(request, frame) {
     request.started = true;
-    request.conversation = frame.conversation;
-    var viewing = request.view === state.view;
-    if (frame.created && viewing) {
-      setConversation({ id: frame.conversation, title: frame.title, model: frame.model, system_prompt: system.value, params: panelValues() });
-      window.history.replaceState({ conversation: frame.conversation }, "", PAGE + frame.conversation + "/");
-    }
-    sidebarUpdate(frame.conversation, frame.title, true);
-    markCurrent();
-    if (!viewing) { return; }
+    if (request.view !== state.view) { return; }
+    request.replaced = [];
     (frame.replaces || []).forEach(function (id) {
       var old = messages.querySelector('.msg[data-message="' + id + '"]');
-      if (old) { old.remove(); }
+      if (old) { old.remove(); request.replaced.push(old); }
     });
-    if (request.userArticle) {
-      request.userArticle.setAttribute("data-message", frame.user_message);
-    } else if (request.kind === "edit") {
-      messages.appendChild(userBubble(request.content, frame.user_message));
+    if (request.kind === "edit") {
+      request.userArticle = userBubble(request.content);
+      messages.appendChild(request.userArticle);
     }
     request.article = answerBubble(frame.model);
     request.text = startStreaming(request.article);
@@ -415,6 +411,38 @@
     hideEmpty();
     updateControls();
     scrollDown(true);
+  }
+
+  function onStored(request, frame) {
+    request.stored = true;
+    request.conversation = frame.conversation;
+    var viewing = request.view === state.view;
+    if (frame.created && viewing) {
+      setConversation({ id: frame.conversation, title: frame.title, model: picker.value, system_prompt: system.value, params: panelValues() });
+      window.history.replaceState({ conversation: frame.conversation }, "", PAGE + frame.conversation + "/");
+    }
+    sidebarUpdate(frame.conversation, frame.title, true);
+    markCurrent();
+    if (!viewing) { return; }
+    request.replaced = [];
+    (frame.replaces || []).forEach(function (id) {
+      var old = messages.querySelector('.msg[data-message="' + id + '"]');
+      if (old) { old.remove(); }
+    });
+    if (request.userArticle) { request.userArticle.setAttribute("data-message", frame.user_message); }
+  }
+
+  // Refused (before `stored`): nothing was kept; undo what the page showed
+  // and give the text back.
+  function unsend(request) {
+    if (request.article) { request.article.remove(); }
+    if (request.userArticle) {
+      request.userArticle.remove();
+      if (!input.value && request.kind === "send") { input.value = request.content; }
+    }
+    (request.replaced || []).forEach(function (old) { messages.appendChild(old); });
+    if (request.editForm) { request.editForm.hidden = false; }
+    hideEmpty();
   }
 
   function onDelta(request, frame) {
@@ -438,19 +466,13 @@
   }
 
   function onError(request, frame) {
-    if (request.started) {
+    if (request.stored) {
       // A failed generation: `done` (status error) follows and shows it inline.
       request.error = frame.message;
       return;
     }
-    // Refused before it started: nothing was stored; give the text back.
     delete state.running[request.id];
-    if (request.userArticle) {
-      request.userArticle.remove();
-      if (!input.value) { input.value = request.content; }
-    }
-    if (request.editForm) { request.editForm.hidden = false; }
-    hideEmpty();
+    unsend(request);
     showError(frame.message, frame.param);
     updateControls();
   }
@@ -463,6 +485,7 @@
       return;
     }
     if (frame.type === "start") { onStart(request, frame); }
+    else if (frame.type === "stored") { onStored(request, frame); }
     else if (frame.type === "delta") { onDelta(request, frame); }
     else if (frame.type === "done") { onDone(request, frame); }
     else if (frame.type === "error") { onError(request, frame); }
@@ -478,11 +501,10 @@
       // stopped; mark them and reload once reconnected.
       Object.keys(state.running).forEach(function (key) {
         var request = state.running[key];
-        if (!request.started && request.userArticle) {
-          // Never reached the server's `start`: nothing was stored; give the text back.
-          request.userArticle.remove();
-          if (!input.value) { input.value = request.content; }
-          hideEmpty();
+        if (!request.stored) {
+          // The turn was not stored (as far as the page knows): give the text back.
+          unsend(request);
+          request.article = null;
         }
         if (request.article) {
           request.article.classList.remove("streaming");

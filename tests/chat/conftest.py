@@ -39,6 +39,23 @@ def make_user(username: str) -> tuple[Any, bytes]:
     return user, f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
+def _committed(frame: dict[str, Any]) -> bool:
+    """After this frame a request always ends with `done`: a chat turn's
+    `stored`, an arena battle's `start` (stored before it is sent)."""
+    return frame["type"] == "stored" or (frame["type"] == "start" and "battle" in frame)
+
+
+def split_turn(frames: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """A streamed chat turn's frames as (start, stored, deltas, done), after
+    checking their order: `start` first, `done` last, `stored` in between
+    (deltas may come before and after it)."""
+    types = [f["type"] for f in frames]
+    assert types[0] == "start" and types[-1] == "done" and types.count("stored") == 1, types
+    assert types.index("stored") < len(types) - 1, types
+    stored = frames[types.index("stored")]
+    return frames[0], stored, [f for f in frames if f["type"] == "delta"], frames[-1]
+
+
 class ChatSocket:
     """A connected /ws/chat/ with helpers to read one request's frames while
     frames of other requests (or none) interleave."""
@@ -73,7 +90,7 @@ class ChatSocket:
                 seen += 1
                 if seen == dones:
                     return frames
-            if frame["type"] == "error" and not any(f["type"] == "start" for f in frames):
+            if frame["type"] == "error" and not any(_committed(f) for f in frames):
                 return frames
 
     async def request(self, frame: dict[str, Any], *, dones: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
@@ -102,3 +119,12 @@ async def connect() -> AsyncIterator[Callable[[bytes], Any]]:
             await socket.close()
         except Exception:  # noqa: BLE001 - already closed by the test
             pass
+
+
+@pytest.fixture(autouse=True)
+def _fresh_model_lookups() -> None:
+    """The socket caches model lookups per (user id, name) for 2 s; ids come
+    back after a test's tables are emptied, so each test starts with none."""
+    from webapp.chat import consumers
+
+    consumers._models.entries.clear()

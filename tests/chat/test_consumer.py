@@ -12,8 +12,9 @@ from channels.testing import WebsocketCommunicator
 
 from inference.base import GenerationRequest
 from inference.params import sampling_params
-from tests.chat.conftest import ORIGIN, down_deployment, local_deployment, make_user
+from tests.chat.conftest import ORIGIN, down_deployment, local_deployment, make_user, split_turn
 from webapp.asgi import application
+from webapp.chat import services
 from webapp.chat.markdown import render_markdown
 from webapp.chat.models import ArenaBattle, Conversation, Message
 from webapp.deployments.serving import backend_for
@@ -45,10 +46,10 @@ async def test_deltas_arrive_in_order_and_match_the_backend_and_the_stored_answe
 
     frames = await socket.request({"type": "send", "request": "r1", "conversation": None, "model": "tiny",
                                    "content": PROMPT, "params": {"decoder": "greedy", "max_tokens": 12}})
-    start, *deltas, done = frames
-    assert start["type"] == "start" and start["created"] is True and start["model"] == "tiny"
-    assert start["title"] == PROMPT and start["replaces"] == []
-    assert [f["type"] for f in deltas] == ["delta"] * len(deltas) and deltas
+    start, stored, deltas, done = split_turn(frames)
+    assert start["conversation"] is None and start["model"] == "tiny" and start["replaces"] == []
+    assert stored["created"] is True and stored["title"] == PROMPT and stored["replaces"] == []
+    assert deltas
     assert [f["index"] for f in deltas] == list(range(len(deltas)))
     assert done["type"] == "done" and done["status"] == "complete"
     assert done["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 12
@@ -63,21 +64,35 @@ async def test_deltas_arrive_in_order_and_match_the_backend_and_the_stored_answe
 
     answer = await Message.objects.aget(pk=done["message"])
     assert answer.content == expected.text and answer.status == "complete"
-    assert answer.conversation_id == start["conversation"] and answer.reply_to_id == start["user_message"]
+    assert answer.conversation_id == stored["conversation"] and answer.reply_to_id == stored["user_message"]
     assert (answer.model_name, answer.completion_tokens, answer.prompt_tokens) == ("tiny", 12, expected.prompt_tokens)
     assert answer.params["decoder"] == "greedy" and answer.params["max_new_tokens"] == 12
     assert answer.latency_ms is not None and answer.ttft_ms is not None
 
     # A seeded sample in the same conversation: the history goes with it, and
     # the text is what the backend gives for that seed.
-    second = await socket.request({"type": "send", "request": "r2", "conversation": start["conversation"],
+    second = await socket.request({"type": "send", "request": "r2", "conversation": stored["conversation"],
                                    "content": "再来一个", "params": {"max_tokens": 8, "seed": 7}})
     history = ({"role": "user", "content": PROMPT}, {"role": "assistant", "content": expected.text},
                {"role": "user", "content": "再来一个"})
     seeded = await backend_for(deployment).generate(GenerationRequest(
         params=sampling_params({"max_tokens": 8, "seed": 7}), messages=history))
-    assert second[0]["created"] is False and texts(second) == seeded.text
-    assert await Message.objects.filter(conversation_id=start["conversation"]).acount() == 4
+    assert split_turn(second)[1]["created"] is False and texts(second) == seeded.text
+    assert await Message.objects.filter(conversation_id=stored["conversation"]).acount() == 4
+
+
+async def _until_stored_and_delta(socket, request) -> list[dict]:
+    """Frames after `start` until both `stored` and a delta came: [stored,
+    first delta, later deltas…] (the two may come in either order)."""
+    stored, deltas = None, []
+    while stored is None or not deltas:
+        frame = await socket.receive(request)
+        if frame["type"] == "stored":
+            stored = frame
+        else:
+            assert frame["type"] == "delta", frame
+            deltas.append(frame)
+    return [stored, *deltas]
 
 
 async def _engine_idle(engine, timeout: float = 10) -> None:
@@ -95,8 +110,8 @@ async def test_stop_cancels_the_generation_in_the_backend(connect, tiny_bloom: P
                        "params": {"decoder": "greedy", "max_tokens": LONG}})
     first_start = await socket.receive("long")
     assert first_start["type"] == "start"
-    first = await socket.receive("long")
-    assert first["type"] == "delta"
+    seen = await _until_stored_and_delta(socket, "long")
+    stored, first = seen[0], seen[1]
     engine = backend_for(deployment).engine
     assert engine is not None and engine.active_rows == 1  # generating now
     # While it runs: the same request id, or another turn of the same conversation, is refused.
@@ -107,8 +122,9 @@ async def test_stop_cancels_the_generation_in_the_backend(connect, tiny_bloom: P
     while (duplicate := await socket.receive("long"))["type"] != "error":
         early.append(duplicate)
     assert all(frame["type"] == "delta" for frame in early)
+    early = [*seen[2:], *early]
     assert duplicate["code"] == "conflict" and duplicate["param"] == "request"
-    [busy] = await socket.request({"type": "regenerate", "request": "again", "conversation": first_start["conversation"]})
+    [busy] = await socket.request({"type": "regenerate", "request": "again", "conversation": stored["conversation"]})
     assert busy["code"] == "conflict" and busy["param"] == "conversation"
 
     await socket.send({"type": "stop", "request": "long"})
@@ -139,8 +155,8 @@ async def test_a_dropped_connection_stops_the_backend_and_keeps_the_conversation
     socket = await connect(cookie)
     await socket.send({"type": "send", "request": 1, "model": "tiny", "content": PROMPT,
                        "params": {"decoder": "greedy", "max_tokens": LONG}})
-    start = await socket.receive(1)
-    assert (await socket.receive(1))["type"] == "delta"
+    assert (await socket.receive(1))["type"] == "start"
+    start = (await _until_stored_and_delta(socket, 1))[0]
     await socket.close()
 
     await _engine_idle(backend_for(deployment).engine)
@@ -208,7 +224,7 @@ async def test_bad_frames_and_parameters_are_error_frames_and_the_socket_answers
     assert not await Conversation.objects.aexists()  # nothing stored for refused requests
 
     frames = await socket.request({**base, "request": "good", "params": {"max_tokens": 4}})
-    assert [frames[0]["type"], frames[-1]["type"], frames[-1]["status"]] == ["start", "done", "complete"]
+    assert split_turn(frames)[3]["status"] == "complete"
     await socket.send({"type": "ping"})
     assert await socket.receive() == {"type": "pong"}
 
@@ -218,8 +234,8 @@ async def test_backend_down_is_a_retryable_error_frame_and_a_stored_error(connec
     await sync_to_async(down_deployment)(alice)
     socket = await connect(cookie)
     frames = await socket.request({"type": "send", "request": "d", "model": "down", "content": "hello?"})
-    assert [f["type"] for f in frames] == ["start", "error", "done"]
-    error, done = frames[1], frames[2]
+    assert [f["type"] for f in frames] == ["start", "stored", "error", "done"]
+    error, done = frames[2], frames[3]
     assert error["retryable"] is True and error["code"] == "backend_unavailable" and error["message"]
     assert done["status"] == "error"
     answer = await Message.objects.aget(pk=done["message"])
@@ -227,7 +243,8 @@ async def test_backend_down_is_a_retryable_error_frame_and_a_stored_error(connec
 
     # Retry (regenerate) replaces the failed answer; still down, still usable.
     again = await socket.request({"type": "regenerate", "request": "d2", "conversation": done["conversation"]})
-    assert again[0]["replaces"] == [answer.pk] and again[-1]["status"] == "error"
+    assert again[0]["replaces"] == [answer.pk] and again[1]["replaces"] == [answer.pk]
+    assert again[-1]["status"] == "error"
     await socket.send({"type": "ping"})
     assert await socket.receive() == {"type": "pong"}
 
@@ -275,3 +292,32 @@ async def test_an_idle_socket_stays_open(connect) -> None:
     await asyncio.sleep(6.5)
     await socket.send({"type": "ping"})
     assert await socket.receive(timeout=5) == {"type": "pong"}
+
+
+async def test_a_turn_whose_conversation_changed_since_the_preview_is_refused_and_stops(
+    connect, tiny_bloom: Path, monkeypatch
+) -> None:
+    """The answer streams from a read-only preview while the turn is stored;
+    if the stored turn would ask something else (another tab sent into the
+    conversation in between), the write refuses it: an error before
+    `stored`, the backend stops, nothing is kept."""
+    alice, cookie = await make_user("alice")
+    deployment = await sync_to_async(local_deployment)(alice, "tiny", tiny_bloom)
+    real_preview = services.chat_turn_preview
+    monkeypatch.setattr(services, "chat_turn_preview",
+                        lambda **fields: real_preview(**{**fields, "content": "something else entirely"}))
+    socket = await connect(cookie)
+    frames = await socket.request({"type": "send", "request": "r1", "conversation": None, "model": "tiny",
+                                   "content": PROMPT, "params": {"decoder": "greedy", "max_tokens": LONG}})
+    assert frames[0]["type"] == "start" and frames[-1]["type"] == "error", [f["type"] for f in frames]
+    assert {f["type"] for f in frames[1:-1]} <= {"delta"}
+    assert frames[-1]["code"] == "conflict" and frames[-1]["param"] == "conversation"
+    engine = backend_for(deployment).engine
+    if engine is not None:  # None: stopped before the model had even loaded
+        await _engine_idle(engine)
+    assert not await Conversation.objects.aexists() and not await Message.objects.aexists()
+
+    monkeypatch.setattr(services, "chat_turn_preview", real_preview)
+    frames = await socket.request({"type": "send", "request": "r2", "conversation": None, "model": "tiny",
+                                   "content": PROMPT, "params": {"decoder": "greedy", "max_tokens": 4}})
+    assert split_turn(frames)[3]["status"] == "complete"

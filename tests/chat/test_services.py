@@ -141,3 +141,28 @@ def test_a_vote_needs_both_answers_and_happens_once(alice, tiny, tmp_path: Path)
     assert services.arena_vote(battle=battle, vote="tie").vote == "tie"
     with pytest.raises(Conflict):
         services.arena_vote(battle=battle, vote="a")
+
+
+def test_the_preview_asks_what_the_stored_turn_asks_and_stores_nothing(alice, tiny) -> None:
+    """The socket opens the backend stream from the preview while the turn
+    is stored: both must plan the same request for send, regenerate and edit."""
+    first = answered(alice, "one", "uno", model="tiny", system_prompt="Be brief.", params={"top_k": 5})
+    answered(alice, "two", "dos", conversation=first.conversation.pk)
+    conversation = first.conversation.pk
+    cases = [
+        ("send", {"conversation_id": None, "content": "new", "model": "tiny", "params": {"seed": 1}}),
+        ("send", {"conversation_id": conversation, "content": "three", "system_prompt": "Be long."}),
+        ("regenerate", {"conversation_id": conversation, "params": {"top_p": 0.5}}),
+        ("edit", {"conversation_id": conversation, "content": "THREE"}),
+    ]
+    writes = {"send": services.chat_turn_send, "regenerate": services.chat_turn_regenerate,
+              "edit": services.chat_turn_edit}
+    for kind, fields in cases:
+        counts = (Conversation.objects.count(), Message.objects.count(), Message.objects.filter(active=True).count())
+        preview = services.chat_turn_preview(kind=kind, user=alice, **fields)
+        assert (Conversation.objects.count(), Message.objects.count(),
+                Message.objects.filter(active=True).count()) == counts, kind
+        turn = writes[kind](user=alice, **fields)
+        assert preview.request == turn.request and preview.deployment == turn.deployment, kind
+    with pytest.raises(NotFound):
+        services.chat_turn_preview(kind="send", user=alice, conversation_id=conversation + 99, content="x")

@@ -11,16 +11,22 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
+from channels.consumer import get_handler_name
+from channels.db import DatabaseSyncToAsync
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.db import transaction
 
+from webapp.api.lookups import TtlCache
 from webapp.chat import services
 from webapp.chat.markdown import render_markdown
 from webapp.chat.streaming import AnswerRun, Outcome
 from webapp.core.errors import DomainError
+from webapp.deployments.models import Deployment
 from webapp.deployments.serving import backend_for
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,97 @@ TURNS: dict[str, Callable[..., services.Turn]] = {
     "regenerate": services.chat_turn_regenerate,
     "edit": services.chat_turn_edit,
 }
+
+
+# The consumer's ORM calls run in a pool of their own rather than in
+# asgiref's single thread-sensitive thread: there, 200 sockets starting a
+# turn at once queued behind each other (~8 ms each on SQLite, ~22 ms on
+# PostgreSQL) before any backend was asked.
+_DB_POOL = ThreadPoolExecutor(max_workers=settings.CHAT_DB_THREADS, thread_name_prefix="chat-db")
+
+
+def in_db_pool(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    return DatabaseSyncToAsync(function, thread_sensitive=False, executor=_DB_POOL)
+
+
+# (user id, model name) → the deployment, for V1_LOOKUP_CACHE_S (as /v1):
+# a turn that starts a conversation is then previewed without a query. A
+# model removed meanwhile is still refused, by the turn's write.
+_models: TtlCache[Deployment] = TtlCache()
+
+
+def _write_batch(calls: list[tuple[Callable[..., Any], dict[str, Any]]]) -> list[Any]:
+    """Every call in one transaction, each in a savepoint of its own (the
+    services are atomic): one refused turn rolls back alone."""
+    results: list[Any] = []
+    with transaction.atomic():
+        for function, fields in calls:
+            try:
+                results.append(function(**fields))
+            except Exception as error:  # noqa: BLE001 - handed to its caller as is
+                results.append(error)
+    return results
+
+
+class TurnWriter:
+    """Group commit for the socket's writes (turns and answers): what
+    arrives while a batch is being stored goes in the next batch, in one
+    transaction. 200 sockets starting at once each waited for their own
+    transaction before (on SQLite, writers queue on one lock; ~2 s for the
+    last of 200); a batch stores them in tens of ms."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
+        self.draining = False
+
+    async def write(self, function: Callable[..., Any], **fields: Any) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append((function, fields, future))
+        if not self.draining:
+            self.draining = True
+            asyncio.ensure_future(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                try:
+                    results = await in_db_pool(_write_batch)([(function, fields) for function, fields, _ in batch])
+                except Exception as error:  # noqa: BLE001 - the database itself failed: every caller hears it
+                    results = [error] * len(batch)
+                for (_, _, future), result in zip(batch, results):
+                    if future.done():
+                        continue  # its caller was cancelled
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.draining = False
+
+
+_writers: dict[asyncio.AbstractEventLoop, TurnWriter] = {}
+
+
+def turn_writer() -> TurnWriter:
+    """The event loop's writer (one per web process; tests run several loops)."""
+    loop = asyncio.get_running_loop()
+    writer = _writers.get(loop)
+    if writer is None:
+        for old in [other for other in _writers if other.is_closed()]:
+            del _writers[old]
+        writer = _writers[loop] = TurnWriter()
+    return writer
+
+
+async def _finish(run: AnswerRun, task: asyncio.Future[Outcome]) -> None:
+    """Stop a speculative answer run and wait for it to let the backend go."""
+    run.stop()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
 
 
 @dataclass(eq=False)
@@ -70,6 +167,11 @@ def _usage(outcome: Outcome) -> dict[str, int]:
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    # No channel layer: the socket uses no groups, and a layer would open a
+    # Redis channel and a blocking read per socket for nothing (an alias
+    # that is not configured gives None, see channels.layers.get_channel_layer).
+    channel_layer_alias = "chat-sockets-have-no-layer"
+
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -79,6 +181,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.running: dict[Any, Generation] = {}
         self.gone = False
         await self.accept()
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """As channels' dispatch, less its close_old_connections before every
+        frame: that call runs in asgiref's single thread-sensitive thread,
+        where 200 sockets' frames queued behind each other. This consumer's
+        ORM calls run in its own pool, which closes its connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def disconnect(self, code: int) -> None:
         """A dropped connection stops its generations; their answers are
@@ -173,26 +285,52 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # -- the work ----------------------------------------------------------------
 
     async def chat_turn(self, generation: Generation, kind: str, content: dict[str, Any]) -> None:
+        """The turn is previewed from reads, then `start` goes out and the
+        backend stream opens at once; the turn is stored meanwhile (`stored`
+        carries its ids). So the first token waits for neither the database
+        write nor the other sockets' writes. The write refuses the turn when
+        the conversation changed since the preview (`expect`): the client
+        then gets an `error` before `stored`, and nothing is kept."""
         fields: dict[str, Any] = {
             "user": self.user, "conversation_id": content.get("conversation"), "model": content.get("model"),
             "params": content.get("params"), "system_prompt": content.get("system"),
         }
         if kind != "regenerate":
             fields["content"] = content.get("content")
-        turn = await database_sync_to_async(TURNS[kind])(**fields)
-        generation.conversation = turn.conversation.pk
         request = generation.request
+        if kind == "send" and fields["conversation_id"] is None:
+            deployment = await self.model(fields["model"])
+            preview = services.chat_turn_preview(kind=kind, deployment=deployment, **fields)  # no query
+        else:
+            preview = await in_db_pool(services.chat_turn_preview)(kind=kind, **fields)
         await self.reply({
-            "type": "start", "request": request, "conversation": turn.conversation.pk,
-            "title": turn.conversation.title, "created": turn.created, "user_message": turn.user_message.pk,
-            "replaces": list(turn.superseded), "model": turn.deployment.name,
+            "type": "start", "request": request, "conversation": fields["conversation_id"],
+            "model": preview.deployment.name, "replaces": list(preview.replaces),
         })
 
         async def delta(text: str, index: int) -> None:
             await self.reply({"type": "delta", "request": request, "index": index, "text": text})
 
-        outcome = await generation.add(AnswerRun(backend_for(turn.deployment), turn.request, delta)).run()
-        message = await database_sync_to_async(services.answer_store)(turn=turn, outcome=outcome)
+        run = generation.add(AnswerRun(backend_for(preview.deployment), preview.request, delta))
+        answer = asyncio.ensure_future(run.run())
+        try:
+            turn = await turn_writer().write(TURNS[kind], expect=preview.request, **fields)
+        except BaseException:
+            # Refused by the write, or this task cancelled: the backend stops too.
+            await asyncio.shield(_finish(run, answer))
+            raise
+        generation.conversation = turn.conversation.pk
+        await self.reply({
+            "type": "stored", "request": request, "conversation": turn.conversation.pk,
+            "title": turn.conversation.title, "created": turn.created, "user_message": turn.user_message.pk,
+            "replaces": list(turn.superseded),
+        })
+        try:
+            outcome = await answer
+        except BaseException:
+            await asyncio.shield(_finish(run, answer))
+            raise
+        message = await turn_writer().write(services.answer_store, turn=turn, outcome=outcome)
         html = await _html(outcome.text)
         if outcome.error is not None:
             await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,
@@ -204,8 +342,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             "latency_ms": outcome.latency_ms, "ttft_ms": outcome.ttft_ms, "html": html,
         })
 
+    async def model(self, name: Any) -> Deployment | None:
+        """The deployment named `name` for this user, from the lookup cache;
+        None for no name (the preview then says one is required)."""
+        if not isinstance(name, str) or not name:
+            return None
+        key = (self.user.pk, name)
+        deployment = _models.get(key)
+        if deployment is None:
+            deployment = await in_db_pool(services.resolve_model)(user=self.user, name=name)
+            _models.put(key, deployment)
+        return deployment
+
     async def arena(self, generation: Generation, content: dict[str, Any]) -> None:
-        plan = await database_sync_to_async(services.arena_start)(
+        plan = await in_db_pool(services.arena_start)(
             owner=self.user, prompt=content.get("prompt"), models=content.get("models"),
             params=content.get("params"), system_prompt=content.get("system"),
         )
@@ -223,7 +373,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
             run = generation.add(AnswerRun(backend_for(plan_side.deployment), plan_side.request, delta))
             outcome = await run.run()
-            await database_sync_to_async(services.arena_side_store)(battle_id=battle.pk, side=name, outcome=outcome)
+            await in_db_pool(services.arena_side_store)(battle_id=battle.pk, side=name, outcome=outcome)
             html = await _html(outcome.text)
             if outcome.error is not None:
                 await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,

@@ -171,11 +171,14 @@ class Turn:
 
 
 def _apply_settings(
-    conversation: Conversation, *, user: AbstractBaseUser, model: Any, params: Any, system_prompt: Any
+    conversation: Conversation, *, user: AbstractBaseUser, model: Any, params: Any, system_prompt: Any,
+    resolved: Deployment | None = None,
 ) -> tuple[Deployment, SamplingParams]:
     """The turn's model, parameters and system prompt: what the frame sends,
-    else the conversation's; what is sent becomes the conversation's."""
-    deployment = resolve_model(user=user, name=conversation.model_name if model is None else model)
+    else the conversation's; what is sent becomes the conversation's.
+    `resolved`: that model, already looked up by the caller."""
+    name = conversation.model_name if model is None else model
+    deployment = resolved if resolved is not None and resolved.name == name else resolve_model(user=user, name=name)
     panel = conversation.params if params is None else check_params(params)
     sampling = sampling_for(deployment, panel)
     if system_prompt is not None:
@@ -184,33 +187,51 @@ def _apply_settings(
     return deployment, sampling
 
 
-def _history(conversation: Conversation, upto: Message) -> tuple[dict[str, str], ...]:
-    """The model's input: the system prompt and the active thread up to the
-    user message being answered. Failed answers are left out; a stopped
-    answer counts with the text it got."""
+def _thread(conversation: Conversation, *, upto: int | None = None, before: int | None = None) -> list[dict[str, str]]:
+    """The system prompt and the active thread (ids ≤ `upto` or < `before`).
+    Failed answers are left out; a stopped answer counts with the text it got."""
     items: list[dict[str, str]] = []
     if conversation.system_prompt.strip():
         items.append({"role": "system", "content": conversation.system_prompt})
-    for message in conversation.messages.filter(active=True, id__lte=upto.pk).order_by("id"):
+    if conversation.pk is None:
+        return items
+    messages = conversation.messages.filter(active=True)
+    if upto is not None:
+        messages = messages.filter(id__lte=upto)
+    if before is not None:
+        messages = messages.filter(id__lt=before)
+    for message in messages.order_by("id"):
         if message.role == Role.USER:
             items.append({"role": "user", "content": message.content})
         elif message.status != MessageStatus.ERROR and message.content:
             items.append({"role": "assistant", "content": message.content})
-    return _messages(items)
+    return items
+
+
+def _history(conversation: Conversation, upto: Message) -> tuple[dict[str, str], ...]:
+    """The model's input: the thread up to the user message being answered."""
+    return _messages(_thread(conversation, upto=upto.pk))
 
 
 def _turn(
     conversation: Conversation, user_message: Message, deployment: Deployment, sampling: SamplingParams,
-    *, created: bool = False, superseded: tuple[int, ...] = (),
+    *, created: bool = False, superseded: tuple[int, ...] = (), expect: GenerationRequest | None = None,
 ) -> Turn:
     request = GenerationRequest(params=sampling, messages=_history(conversation, user_message))
+    if expect is not None and request != expect:
+        # The answer already streaming was asked from a preview that is no
+        # longer true (another tab sent into the conversation, or the model's
+        # defaults changed within the socket's lookup cache): store nothing
+        # rather than an answer to another question.
+        raise Conflict("the conversation or its model changed while this message was being sent; send it again",
+                       field="conversation")
     return Turn(conversation, user_message, deployment, request, created, superseded)
 
 
 @transaction.atomic
 def chat_turn_send(
     *, user: AbstractBaseUser, conversation_id: Any, content: Any, model: Any = None, params: Any = None,
-    system_prompt: Any = None,
+    system_prompt: Any = None, expect: GenerationRequest | None = None,
 ) -> Turn:
     """A new user message (in a new conversation when `conversation_id` is None)."""
     content = check_text(content, field="content")
@@ -221,7 +242,7 @@ def chat_turn_send(
         conversation.title = title_from(content)
     conversation.save()
     user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=content)
-    return _turn(conversation, user_message, deployment, sampling, created=created)
+    return _turn(conversation, user_message, deployment, sampling, created=created, expect=expect)
 
 
 def _last_user_message(conversation: Conversation) -> Message:
@@ -231,15 +252,20 @@ def _last_user_message(conversation: Conversation) -> Message:
     return message
 
 
+def _active_from(conversation: Conversation, from_id: int) -> tuple[int, ...]:
+    return tuple(conversation.messages.filter(active=True, id__gte=from_id).order_by("id").values_list("id", flat=True))
+
+
 def _supersede(conversation: Conversation, from_id: int) -> tuple[int, ...]:
-    ids = tuple(conversation.messages.filter(active=True, id__gte=from_id).order_by("id").values_list("id", flat=True))
+    ids = _active_from(conversation, from_id)
     Message.objects.filter(pk__in=ids).update(active=False)
     return ids
 
 
 @transaction.atomic
 def chat_turn_regenerate(
-    *, user: AbstractBaseUser, conversation_id: Any, model: Any = None, params: Any = None, system_prompt: Any = None
+    *, user: AbstractBaseUser, conversation_id: Any, model: Any = None, params: Any = None, system_prompt: Any = None,
+    expect: GenerationRequest | None = None,
 ) -> Turn:
     """Answer the last user message again; the answer(s) after it are
     replaced (kept inactive, with their feedback)."""
@@ -248,13 +274,13 @@ def chat_turn_regenerate(
     deployment, sampling = _apply_settings(conversation, user=user, model=model, params=params, system_prompt=system_prompt)
     superseded = _supersede(conversation, user_message.pk + 1)
     conversation.save()
-    return _turn(conversation, user_message, deployment, sampling, superseded=superseded)
+    return _turn(conversation, user_message, deployment, sampling, superseded=superseded, expect=expect)
 
 
 @transaction.atomic
 def chat_turn_edit(
     *, user: AbstractBaseUser, conversation_id: Any, content: Any, model: Any = None, params: Any = None,
-    system_prompt: Any = None,
+    system_prompt: Any = None, expect: GenerationRequest | None = None,
 ) -> Turn:
     """Replace the last user message (and its answer) with `content` and answer it."""
     content = check_text(content, field="content")
@@ -264,7 +290,48 @@ def chat_turn_edit(
     superseded = _supersede(conversation, last.pk)
     conversation.save()
     user_message = Message.objects.create(conversation=conversation, role=Role.USER, content=content)
-    return _turn(conversation, user_message, deployment, sampling, superseded=superseded)
+    return _turn(conversation, user_message, deployment, sampling, superseded=superseded, expect=expect)
+
+
+@dataclass(frozen=True)
+class TurnPreview:
+    """What a turn will ask the backend, read without writing anything."""
+
+    deployment: Deployment
+    request: GenerationRequest
+    replaces: tuple[int, ...] = ()  # the messages the turn will make inactive
+
+
+def chat_turn_preview(
+    *, kind: str, user: AbstractBaseUser, conversation_id: Any, content: Any = None, model: Any = None,
+    params: Any = None, system_prompt: Any = None, deployment: Deployment | None = None,
+) -> TurnPreview:
+    """The request `chat_turn_<kind>` would plan, from reads only, so the
+    socket can open the backend stream while the turn is being stored (the
+    answer's first token then waits for the slower of the two, not both).
+    Raises what the write would raise for the same input; the write checks
+    again and refuses the turn if it would ask something else (`expect`).
+    With `deployment` given (the caller's cached lookup of `model`), a turn
+    that starts a new conversation makes no query at all."""
+    if kind != "regenerate":
+        content = check_text(content, field="content")
+    if conversation_id is None and kind == "send":
+        conversation = Conversation(owner=user)
+    else:
+        conversation = conversation_get(user=user, pk=conversation_id)
+    deployment, sampling = _apply_settings(conversation, user=user, model=model, params=params,
+                                           system_prompt=system_prompt, resolved=deployment)
+    replaces: tuple[int, ...] = ()
+    if kind == "send":
+        items = [*_thread(conversation), {"role": "user", "content": content}]
+    elif kind == "regenerate":
+        last = _last_user_message(conversation).pk
+        items, replaces = _thread(conversation, upto=last), _active_from(conversation, last + 1)
+    else:
+        last = _last_user_message(conversation).pk
+        items = [*_thread(conversation, before=last), {"role": "user", "content": content}]
+        replaces = _active_from(conversation, last)
+    return TurnPreview(deployment, GenerationRequest(params=sampling, messages=_messages(items)), replaces)
 
 
 def answer_store(*, turn: Turn, outcome: Outcome) -> Message | None:

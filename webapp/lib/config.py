@@ -52,6 +52,14 @@ class Config:
     registry_max_import_mb: int
 
 
+# SQLite: writers wait (up to 20 s) for the write lock instead of failing.
+# IMMEDIATE takes the lock when a transaction begins: with the default
+# DEFERRED, two transactions that read and then write deadlock and one fails
+# at once with "database is locked" (the chat socket writes from a pool of
+# threads).
+SQLITE_OPTIONS: dict[str, Any] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+
+
 def parse_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     raw = env.get(name)
     if raw is None:
@@ -96,7 +104,7 @@ def parse_database_url(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
             # Tests that start a worker or a server process need the test
             # database on disk, where the other process can open it.
             "TEST": {"NAME": str(var_dir / "test-db.sqlite3")},
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": dict(SQLITE_OPTIONS),
         }
     scheme = urlsplit(raw).scheme
     if scheme not in _DB_SCHEMES:
@@ -113,7 +121,7 @@ def parse_database_url(env: Mapping[str, str], var_dir: Path) -> dict[str, Any]:
     if not db.get("NAME"):
         raise ConfigError("DATABASE_URL", f"names no database in {raw!r}")
     if db["ENGINE"] == "django.db.backends.sqlite3":
-        db.setdefault("OPTIONS", {})["timeout"] = 20
+        db.setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
         db["TEST"] = {"NAME": str(Path(db["NAME"]).with_suffix(".test.sqlite3"))}
     return db
 
