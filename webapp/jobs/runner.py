@@ -38,6 +38,7 @@ from webapp.jobs.layout import job_config_path, job_folder, job_hostfile_path, j
 from webapp.jobs.models import Job, JobEvent, JobStatus
 from webapp.jobs.pipelines import pipeline_settled
 from webapp.lib.embedded_redis import free_port
+from webapp.registry.imports import saved_architecture
 from webapp.registry.models import ArtifactKind, ModelArtifact
 from webapp.registry.services import artifact_register
 
@@ -94,15 +95,6 @@ def train_data_path(*, dataset: Dataset | None, mixture: Mixture | None) -> Path
         return mixture_path(mixture)
     assert dataset is not None
     return dataset_path(dataset, "canonical.jsonl")
-
-
-def _architecture(folder: Path) -> str | None:
-    """The model class named by a saved folder's config.json; None without one."""
-    try:
-        model_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return str((model_config.get("architectures") or [model_config.get("model_type", "unknown")])[0])
 
 
 def resolved_config(
@@ -457,14 +449,14 @@ class JobRunner:
     def _succeed(self) -> None:
         job = self.job
         output = job_output_dir(job.pk)
-        architecture = _architecture(output)
+        architecture = saved_architecture(output)
         if architecture is None:
             self._finish(JobStatus.FAILED, error=f"training exited with code 0 but left no model in {output}")
             return
         suffix = f"-{job.stage}"
         name = job.output_name or f"{job.base_artifact.name[: 100 - len(suffix)]}{suffix}"
         ema = output / "ema"  # ppo with ema: the EMA actor, a second servable policy
-        ema_architecture = _architecture(ema) if job.stage == "ppo" else None
+        ema_architecture = saved_architecture(ema) if job.stage == "ppo" else None
         try:
             with transaction.atomic():
                 artifact = artifact_register(

@@ -373,6 +373,26 @@ def inspect_adapter(folder: Path, *, where: str) -> ModelInfo:
     return ModelInfo(architecture=label[:100], num_parameters=count)
 
 
+def architecture_name(architectures: object, model_type: object) -> str:
+    """The model class a config names (its first `architectures` entry),
+    else its model_type, else "unknown"."""
+    if isinstance(architectures, (list, tuple)) and architectures:
+        return str(architectures[0])
+    return str(model_type or "unknown")
+
+
+def saved_architecture(folder: Path) -> str | None:
+    """architecture_name of a saved model folder's config.json; None when
+    there is no readable one (a run that left no model)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    return architecture_name(config.get("architectures"), config.get("model_type"))
+
+
 def inspect_model(folder: Path, *, where: str) -> ModelInfo:
     """The folder must load offline with transformers (config and tokenizer;
     no remote code) and hold weights. `where` names it in messages ("the
@@ -386,8 +406,7 @@ def inspect_model(folder: Path, *, where: str) -> ModelInfo:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     except Exception as exc:
         raise ValidationFailed(f"config.json in {where} does not load with transformers: {first_line(exc)}", field="file") from None
-    architectures = getattr(config, "architectures", None) or []
-    architecture = str(architectures[0]) if architectures else str(getattr(config, "model_type", "") or "unknown")
+    architecture = architecture_name(getattr(config, "architectures", None), getattr(config, "model_type", None))
     fmt, files = _weight_files(folder, where)
     try:
         AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
