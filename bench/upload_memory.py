@@ -11,10 +11,7 @@ process's peak RSS (VmHWM) before and after, and the time the import took.
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from training_jobs.tiny import TinyModelSpec, make_tiny_model  # noqa: E402
 from bench.webstack import CREATE_USER_AND_KEY, web_stack  # noqa: E402
+from tests.support import padded_model_tarball, peak_rss_mb  # noqa: E402
 from webapp.lib.webserver import web_argv  # noqa: E402
 
 SERVERS = {
@@ -35,25 +33,6 @@ SERVERS = {
                             "webapp.asgi:application"],
     "uvicorn": lambda port: web_argv("127.0.0.1", port),
 }
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-def make_tarball(model_dir: Path, out: Path, padding_mb: int) -> Path:
-    with tarfile.open(out, "w") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=f"model/{path.name}")
-        info = tarfile.TarInfo("model/padding.bin")
-        info.size = padding_mb * 1024 * 1024
-        # Random bytes: the same size on the wire whatever the compression.
-        chunk = os.urandom(1024 * 1024)
-        tar.addfile(info, io.BytesIO(chunk * padding_mb))
-    return out
 
 
 @contextmanager
@@ -81,8 +60,8 @@ def main() -> None:
         work = Path(tmp)
         model = work / "tiny"
         make_tiny_model(TinyModelSpec(arch="bloom", layers=2, hidden=64, heads=4), model)
-        small = make_tarball(model, work / "small.tar", 1)
-        big = make_tarball(model, work / "big.tar", args.mb)
+        small = padded_model_tarball(model, work / "small.tar", 1)
+        big = padded_model_tarball(model, work / "big.tar", args.mb)
         rows = []
         for name in SERVERS:
             with server(name, work / name) as (base, key, pid):

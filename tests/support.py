@@ -2,10 +2,12 @@
 against the test database and the test Redis."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,3 +104,25 @@ def web_server(*, log_path: Path, env: dict[str, str] | None = None) -> Iterator
     finally:
         stop_process(process)
         log.close()
+
+
+def padded_model_tarball(model_dir: Path, out: Path, padding_mb: int) -> Path:
+    """A model import tarball (`model/…`) of about `padding_mb` MB more than
+    the model: an incompressible padding file, so the size on the wire is the
+    same whatever the compression (the large-upload test and
+    bench/upload_memory.py)."""
+    with tarfile.open(out, "w") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=f"model/{path.name}")
+        info = tarfile.TarInfo("model/padding.bin")
+        info.size = padding_mb * 1024 * 1024
+        tar.addfile(info, io.BytesIO(os.urandom(1024 * 1024) * padding_mb))
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM) so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")

@@ -4,35 +4,17 @@ server's memory does not grow with the upload (daphne held whole bodies in
 memory: +3.9 GB for a 300 MB tarball, bench/upload_memory.py)."""
 from __future__ import annotations
 
-import io
-import os
-import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.support import web_server
+from tests.support import padded_model_tarball, peak_rss_mb, web_server
 from webapp.accounts.services import api_key_create
 from webapp.registry.models import ModelArtifact
 
 PADDING_MB = 96
-
-
-def _peak_rss_mb(pid: int) -> float:
-    line = next(l for l in Path(f"/proc/{pid}/status").read_text().splitlines() if l.startswith("VmHWM:"))
-    return int(line.split()[1]) / 1024
-
-
-def _tarball(model: Path, out: Path, padding_mb: int) -> Path:
-    with tarfile.open(out, "w") as tar:
-        for path in sorted(model.iterdir()):
-            tar.add(path, arcname=f"model/{path.name}")
-        info = tarfile.TarInfo("model/padding.bin")
-        info.size = padding_mb * 1024 * 1024
-        tar.addfile(info, io.BytesIO(os.urandom(1024 * 1024) * padding_mb))
-    return out
 
 
 def _server_pid(log_dir: Path) -> int:
@@ -51,8 +33,8 @@ def test_a_large_upload_is_spooled_not_held_in_memory(tiny_bloom: Path, tmp_path
     owner = get_user_model().objects.create_user("uploader")
     key = api_key_create(owner=owner, name="upload").raw
     artifacts = tmp_path / "artifacts"
-    small = _tarball(tiny_bloom, tmp_path / "small.tar", 1)
-    big = _tarball(tiny_bloom, tmp_path / "big.tar", PADDING_MB)
+    small = padded_model_tarball(tiny_bloom, tmp_path / "small.tar", 1)
+    big = padded_model_tarball(tiny_bloom, tmp_path / "big.tar", PADDING_MB)
     env = {"ARTIFACTS_ROOT": str(artifacts), "MEDIA_ROOT": str(tmp_path / "media"), "REGISTRY_MAX_IMPORT_MB": "512"}
     with web_server(log_path=tmp_path / "web.log", env=env) as base:
         pid = _server_pid(artifacts)
@@ -64,9 +46,9 @@ def test_a_large_upload_is_spooled_not_held_in_memory(tiny_bloom: Path, tmp_path
                                   files={"file": (path.name, handle, "application/x-tar")}, timeout=120)
 
         assert upload(small, "warm-up").status_code == 201  # loads the tokenizer code once
-        before = _peak_rss_mb(pid)
+        before = peak_rss_mb(pid)
         response = upload(big, "big")
-        growth = _peak_rss_mb(pid) - before
+        growth = peak_rss_mb(pid) - before
     assert response.status_code == 201, response.text
     artifact = ModelArtifact.objects.get(owner=owner, name="big")
     assert (artifacts / artifact.folder / "padding.bin").stat().st_size == PADDING_MB * 1024 * 1024
