@@ -103,11 +103,11 @@ def run_direct(job, workdir: Path, round_no: int) -> dict[str, float]:
 
 def run_app(owner, base, dataset, config: dict, round_no: int) -> dict[str, float]:
     from webapp.jobs.models import Job, JobEvent
-    from webapp.jobs.services import job_create
+    from webapp.jobs.services import JobSpec, job_create
 
     submitted = time.time()
-    job = job_create(owner=owner, stage="sft", base_artifact=base, dataset=dataset, config=config,
-                     output_name=f"bench-{round_no}")
+    job = job_create(owner=owner, spec=JobSpec(stage="sft", base_artifact=base, dataset=dataset, config=config,
+                                               output_name=f"bench-{round_no}"))
     first_event = None
     while True:
         job.refresh_from_db()

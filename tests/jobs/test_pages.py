@@ -8,7 +8,7 @@ from tests.jobs.conftest import TINY_SFT
 from webapp.jobs import training_cli
 from webapp.jobs.models import Job
 from webapp.jobs.pipelines import pipeline_create
-from webapp.jobs.services import job_create
+from webapp.jobs.services import JobSpec, job_create
 
 pytestmark = pytest.mark.django_db
 
@@ -24,8 +24,9 @@ def _post_data(base, data, **overrides):
 
 
 def test_list_is_scoped_to_the_owner_and_filters(web, alice, bob, base, sft_data, make_base, make_dataset) -> None:
-    mine = job_create(owner=alice, stage="sft", base_artifact=base, dataset=sft_data, config=dict(TINY_SFT, max_steps=4))
-    theirs = job_create(owner=bob, stage="sft", base_artifact=make_base(bob), dataset=make_dataset(bob), config=dict(TINY_SFT, max_steps=4))
+    mine = job_create(owner=alice, spec=JobSpec(stage="sft", base_artifact=base, dataset=sft_data, config=dict(TINY_SFT, max_steps=4)))
+    theirs = job_create(owner=bob, spec=JobSpec(stage="sft", base_artifact=make_base(bob), dataset=make_dataset(bob),
+                                               config=dict(TINY_SFT, max_steps=4)))
     html = web.get("/jobs/").content.decode()
     assert f'data-job="{mine.pk}"' in html and f'data-job="{theirs.pk}"' not in html
     assert f'data-job="{mine.pk}"' in web.get("/jobs/?stage=sft&status=queued").content.decode()
@@ -78,11 +79,12 @@ def test_preview_shows_the_command_and_config(web, base, sft_data) -> None:
 
 
 def test_another_users_job_page_is_404_and_clone_prefills(web, alice, bob, base, sft_data, make_base, make_dataset) -> None:
-    theirs = job_create(owner=bob, stage="sft", base_artifact=make_base(bob), dataset=make_dataset(bob), config=dict(TINY_SFT, max_steps=4))
+    theirs = job_create(owner=bob, spec=JobSpec(stage="sft", base_artifact=make_base(bob), dataset=make_dataset(bob),
+                                               config=dict(TINY_SFT, max_steps=4)))
     assert web.get(f"/jobs/{theirs.pk}/").status_code == 404
     assert web.get(f"/jobs/new/?clone={theirs.pk}").status_code == 404
-    mine = job_create(owner=alice, stage="sft", base_artifact=base, dataset=sft_data,
-                      config=dict(TINY_SFT, max_steps=7, learning_rate=4e-4), output_name="cloned-out")
+    mine = job_create(owner=alice, spec=JobSpec(stage="sft", base_artifact=base, dataset=sft_data,
+                                                config=dict(TINY_SFT, max_steps=7, learning_rate=4e-4), output_name="cloned-out"))
     form = web.get(f"/jobs/new/?clone={mine.pk}").context["form"]
     assert form["config_max_steps"].value() == 7 and form["config_learning_rate"].value() == 4e-4
     assert form["dataset"].value() == sft_data.pk and form["output_name"].value() == "cloned-out"

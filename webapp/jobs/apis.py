@@ -43,8 +43,8 @@ class JobListCreateApi(generics.ListAPIView):
         form = JobCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        job = services.job_create(
-            owner=request.user, stage=data["stage"],
+        job = services.job_create(owner=request.user, spec=services.JobSpec(
+            stage=data["stage"],
             base_artifact=_row(ModelArtifact, data["base_artifact"], "base_artifact", "model"),
             reward_artifact=_row(ModelArtifact, data.get("reward_artifact"), "reward_artifact", "model"),
             dataset=_row(Dataset, data.get("dataset"), "dataset", "dataset"),
@@ -52,7 +52,7 @@ class JobListCreateApi(generics.ListAPIView):
             eval_dataset=_row(Dataset, data.get("eval_dataset"), "eval_dataset", "dataset"),
             config=data["config"], resources=services.JobResources.from_dict(data["resources"]),
             output_name=data["output_name"],
-        )
+        ))
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

@@ -15,7 +15,7 @@ from webapp.core.errors import DomainError
 from webapp.datasets.models import Dataset, DatasetStatus, Mixture
 from webapp.jobs import training_cli
 from webapp.jobs.models import STAGE_MODEL_INPUTS, Job, JobStage, stage_data_kinds
-from webapp.jobs.services import JobResources
+from webapp.jobs.services import JobResources, JobSpec
 from webapp.lib.ownership import visible_to
 from webapp.registry.models import ArtifactKind
 from webapp.registry.selectors import artifact_list
@@ -240,15 +240,15 @@ class JobForm(forms.Form):
         data = self.cleaned_data
         return JobResources(queue=data["queue"], num_gpus=data["num_gpus"], hostfile=data["hostfile"])
 
-    def create_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of services.job_create (call after is_valid)."""
+    def spec(self) -> JobSpec:
+        """What services.job_create takes (call after is_valid)."""
         data = self.cleaned_data
-        return {
-            "stage": data["stage"], "base_artifact": data["base_artifact"],
-            "reward_artifact": data["reward_artifact"] if self.takes_reward_model else None, "dataset": data["dataset"],
-            "mixture": data["mixture"], "eval_dataset": data["eval_dataset"], "config": self.config(),
-            "resources": self.resources(), "output_name": data["output_name"],
-        }
+        return JobSpec(
+            stage=data["stage"], base_artifact=data["base_artifact"],
+            reward_artifact=data["reward_artifact"] if self.takes_reward_model else None, dataset=data["dataset"],
+            mixture=data["mixture"], eval_dataset=data["eval_dataset"], config=self.config(),
+            resources=self.resources(), output_name=data["output_name"],
+        )
 
     def add_service_error(self, error: DomainError) -> None:
         """A service's error goes on the field it names (`config.x` → that

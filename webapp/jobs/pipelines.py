@@ -29,7 +29,7 @@ from webapp.core.errors import Conflict, ValidationFailed
 from webapp.datasets.models import Dataset, Mixture
 from webapp.jobs.events import notify_job, record_status
 from webapp.jobs.models import Job, JobStatus, Pipeline, PipelineStatus
-from webapp.jobs.services import JobResources, _check_visible, enqueue_job, job_cancel, job_check
+from webapp.jobs.services import JobResources, JobSpec, _check_visible, enqueue_job, job_cancel, job_check
 from webapp.lib.ownership import visible_to
 from webapp.registry.models import ModelArtifact
 
@@ -120,13 +120,12 @@ def pipeline_create(
             # An input made by an earlier stage does not exist yet: the base
             # artifact's folder stands in for a policy (same architecture);
             # a reward model's head is checked when its stage has run.
-            config, output_name = job_check(
-                owner=owner, stage=spec.get("stage", ""), base_artifact=base_artifact, dataset=spec.get("dataset"),
+            config, output_name = job_check(owner=owner, spec=JobSpec(
+                stage=spec.get("stage", ""), base_artifact=base_artifact, dataset=spec.get("dataset"),
                 mixture=spec.get("mixture"), eval_dataset=spec.get("eval_dataset"), config=spec.get("config"),
                 resources=resources, output_name=spec.get("output_name") or "",
                 reward_artifact=None if "reward_model" in inputs else spec.get("reward_artifact"),
-                pending=("reward_model",) if "reward_model" in inputs else (),
-            )
+            ), pending=("reward_model",) if "reward_model" in inputs else ())
         except ValidationFailed as exc:
             raise _prefixed(exc, prefix) from None
         checked.append((spec, resources, config, output_name, inputs))

@@ -15,7 +15,7 @@ A pipeline's later stages start `waiting` (no base artifact) and become
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -191,71 +191,58 @@ def enqueue_job(job: Job) -> None:
     transaction.on_commit(lambda: run_job.apply_async(args=[job_id], queue=queue))
 
 
-def job_check(
-    *,
-    owner: AbstractBaseUser,
-    stage: str,
-    base_artifact: ModelArtifact,
-    dataset: Dataset | None = None,
-    mixture: Mixture | None = None,
-    eval_dataset: Dataset | None = None,
-    config: dict[str, Any] | None = None,
-    resources: JobResources | None = None,
-    output_name: str = "",
-    reward_artifact: ModelArtifact | None = None,
-    pending: tuple[str, ...] = (),
-) -> tuple[dict[str, Any], str]:
+@dataclass(frozen=True)
+class JobSpec:
+    """What a user asks a job to do: the input of job_check and job_create
+    (the form, the REST API and each pipeline stage build one)."""
+
+    stage: str
+    base_artifact: ModelArtifact
+    dataset: Dataset | None = None
+    mixture: Mixture | None = None
+    eval_dataset: Dataset | None = None
+    config: dict[str, Any] | None = None
+    resources: JobResources = field(default_factory=JobResources)
+    output_name: str = ""
+    reward_artifact: ModelArtifact | None = None
+
+
+def job_check(*, owner: AbstractBaseUser, spec: JobSpec, pending: tuple[str, ...] = ()) -> tuple[dict[str, Any], str]:
     """Check everything a worker would trip on (job_create's checks, also
     used per stage by pipelines.pipeline_create); returns the merged config
     and the cleaned output name. `pending`: model inputs an earlier pipeline
     stage will produce."""
-    resources = resources or JobResources()
+    stage = spec.stage
     if stage not in JobStage.values:
         raise ValidationFailed(f"stage must be one of {', '.join(JobStage.values)}", field="stage")
-    _check_visible(base_artifact, owner, "base_artifact", "model")
-    _check_visible(dataset, owner, "dataset", "dataset")
-    _check_visible(mixture, owner, "mixture", "mixture")
-    _check_visible(eval_dataset, owner, "eval_dataset", "dataset")
-    check_job_data(stage=stage, dataset=dataset, mixture=mixture, eval_dataset=eval_dataset)
-    check_model_inputs(stage=stage, owner=owner, reward_artifact=reward_artifact, pending=pending)
-    output_name = output_name.strip()
+    _check_visible(spec.base_artifact, owner, "base_artifact", "model")
+    _check_visible(spec.dataset, owner, "dataset", "dataset")
+    _check_visible(spec.mixture, owner, "mixture", "mixture")
+    _check_visible(spec.eval_dataset, owner, "eval_dataset", "dataset")
+    check_job_data(stage=stage, dataset=spec.dataset, mixture=spec.mixture, eval_dataset=spec.eval_dataset)
+    check_model_inputs(stage=stage, owner=owner, reward_artifact=spec.reward_artifact, pending=pending)
+    output_name = spec.output_name.strip()
     if len(output_name) > 100:
         raise ValidationFailed("output_name is at most 100 characters", field="output_name")
-    world_size = check_resources(resources)
-    merged = job_config_merge(stage=stage, overrides=config)
+    world_size = check_resources(spec.resources)
+    merged = job_config_merge(stage=stage, overrides=spec.config)
     check_job_config(
-        stage=stage, config=merged, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
-        eval_dataset=eval_dataset, world_size=world_size, reward_artifact=reward_artifact, pending=pending,
+        stage=stage, config=merged, base_artifact=spec.base_artifact, dataset=spec.dataset, mixture=spec.mixture,
+        eval_dataset=spec.eval_dataset, world_size=world_size, reward_artifact=spec.reward_artifact, pending=pending,
     )
     return merged, output_name
 
 
-def job_create(
-    *,
-    owner: AbstractBaseUser,
-    stage: str,
-    base_artifact: ModelArtifact,
-    dataset: Dataset | None = None,
-    mixture: Mixture | None = None,
-    eval_dataset: Dataset | None = None,
-    config: dict[str, Any] | None = None,
-    resources: JobResources | None = None,
-    output_name: str = "",
-    reward_artifact: ModelArtifact | None = None,
-) -> Job:
+def job_create(*, owner: AbstractBaseUser, spec: JobSpec) -> Job:
     """Check everything a worker would trip on, store the job as queued and
     enqueue it after commit."""
-    resources = resources or JobResources()
-    merged, output_name = job_check(
-        owner=owner, stage=stage, base_artifact=base_artifact, dataset=dataset, mixture=mixture,
-        eval_dataset=eval_dataset, config=config, resources=resources, output_name=output_name,
-        reward_artifact=reward_artifact,
-    )
+    merged, output_name = job_check(owner=owner, spec=spec)
+    resources = spec.resources
     with transaction.atomic():
         job = Job.objects.create(
-            owner=owner, stage=stage, base_artifact=base_artifact, reward_artifact=reward_artifact, dataset=dataset, mixture=mixture,
-            eval_dataset=eval_dataset, config=merged, output_name=output_name, queue=resources.queue,
-            num_gpus=resources.num_gpus, hostfile=resources.hostfile,
+            owner=owner, stage=spec.stage, base_artifact=spec.base_artifact, reward_artifact=spec.reward_artifact,
+            dataset=spec.dataset, mixture=spec.mixture, eval_dataset=spec.eval_dataset, config=merged,
+            output_name=output_name, queue=resources.queue, num_gpus=resources.num_gpus, hostfile=resources.hostfile,
         )
         record_status(job, message="queued")
         enqueue_job(job)

@@ -62,7 +62,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
     form = JobForm(request.POST or None, user=request.user, stage=stage, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = services.job_create(owner=request.user, **form.create_kwargs())
+            job = services.job_create(owner=request.user, spec=form.spec())
         except (ValidationFailed, Conflict) as error:
             form.add_service_error(error)
         else:
@@ -93,19 +93,18 @@ def job_preview(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         errors = {name: " ".join(errs) for name, errs in form.errors.items()}
         return JsonResponse({"ok": False, "errors": errors}, status=400)
-    kwargs = form.create_kwargs()
+    spec = form.spec()
     try:
-        merged, _ = services.job_check(owner=request.user, **kwargs)  # job_create's own checks
+        merged, _ = services.job_check(owner=request.user, spec=spec)  # job_create's own checks
     except ValidationFailed as error:
         form.add_service_error(error)
         errors = {name: " ".join(errs) for name, errs in form.errors.items()}
         return JsonResponse({"ok": False, "errors": errors}, status=400)
-    resources = kwargs["resources"]
+    resources = spec.resources
     world_size = services.check_resources(resources)
     job = Job(
-        owner=request.user, stage=stage, base_artifact=kwargs["base_artifact"], reward_artifact=kwargs["reward_artifact"],
-        dataset=kwargs["dataset"],
-        mixture=kwargs["mixture"], eval_dataset=kwargs["eval_dataset"], config=merged, queue=resources.queue,
+        owner=request.user, stage=stage, base_artifact=spec.base_artifact, reward_artifact=spec.reward_artifact,
+        dataset=spec.dataset, mixture=spec.mixture, eval_dataset=spec.eval_dataset, config=merged, queue=resources.queue,
         num_gpus=resources.num_gpus, hostfile=resources.hostfile,
     )
     preview = _placeholder(launch_preview(job))
