@@ -20,6 +20,9 @@ except ConfigError as exc:
 
 DEBUG = CONFIG.debug
 SECRET_KEY = CONFIG.secret_key
+# Secrets stored in the database (judge API keys) are encrypted with these
+# (webapp.lib.secrets); empty: a key derived from SECRET_KEY.
+FIELD_ENCRYPTION_KEYS = CONFIG.field_encryption_keys
 ALLOWED_HOSTS = CONFIG.allowed_hosts
 CSRF_TRUSTED_ORIGINS = CONFIG.csrf_trusted_origins
 VAR_DIR = CONFIG.var_dir

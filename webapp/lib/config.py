@@ -8,6 +8,8 @@ half-valid configuration.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import secrets
 from dataclasses import dataclass
@@ -50,6 +52,9 @@ class Config:
     artifacts_root: Path
     dataset_max_upload_mb: int
     registry_max_import_mb: int
+    # Fernet keys for secrets stored in the database (webapp.lib.secrets);
+    # empty: one derived from secret_key.
+    field_encryption_keys: tuple[str, ...] = ()
 
 
 # SQLite: writers wait (up to 20 s) for the write lock instead of failing.
@@ -180,6 +185,26 @@ def load_secret_key(env: Mapping[str, str], var_dir: Path) -> str:
     return key_file.read_text().strip()
 
 
+def parse_fernet_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated Fernet keys (url-safe base64 of 32 bytes, as
+    `Fernet.generate_key()` prints): the first encrypts, every one decrypts,
+    so a key can be rotated by putting the new one first."""
+    raw = env.get(name)
+    if raw is None:
+        return ()
+    keys = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if not keys:
+        raise ConfigError(name, "is set but empty; give a key made by cryptography's Fernet.generate_key()")
+    for position, key in enumerate(keys, start=1):
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            raise ConfigError(name, f"key {position} is not a Fernet key (url-safe base64 of 32 bytes)")
+    return keys
+
+
 def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
     var_dir = parse_path(env, "VAR_DIR", base_dir / "var")
     debug = parse_bool(env, "DEBUG", False)
@@ -204,4 +229,5 @@ def load_config(env: Mapping[str, str], base_dir: Path) -> Config:
         artifacts_root=parse_path(env, "ARTIFACTS_ROOT", var_dir / "artifacts"),
         dataset_max_upload_mb=parse_int(env, "DATASET_MAX_UPLOAD_MB", 5120),
         registry_max_import_mb=parse_int(env, "REGISTRY_MAX_IMPORT_MB", 20480),
+        field_encryption_keys=parse_fernet_keys(env, "FIELD_ENCRYPTION_KEY"),
     )
