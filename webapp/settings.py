@@ -168,6 +168,7 @@ CELERY_BEAT_SCHEDULE = {
     "check-deployments": {"task": "deployments.check_health", "schedule": 30.0},
     # On the default queue: every gpu worker may be busy training for hours.
     "sweep-stale-jobs": {"task": "jobs.sweep_stale", "schedule": 20.0, "options": {"queue": "default"}},
+    "sweep-stale-evaluations": {"task": "evaluations.sweep_stale", "schedule": 20.0, "options": {"queue": "default"}},
 }
 # Uploads: Django spools anything over 2.5 MB to a temporary file, and the
 # dataset service streams it from there; this caps what it accepts.
@@ -187,6 +188,10 @@ DATASET_STALE_AFTER_S = 600
 # from showing `running` for more than 2 minutes.
 JOBS_HEARTBEAT_S = 10
 JOBS_STALE_AFTER_S = 90
+# Evaluations: the runner writes heartbeat_at with its progress every 0.5 s;
+# one silent for EVALUATIONS_STALE_AFTER_S (its worker was killed) is queued
+# again by the beat sweep and resumes where its rows end.
+EVALUATIONS_STALE_AFTER_S = 60
 
 # Serving (/v1). A request body over V1_MAX_BODY_BYTES answers 413; a key
 # with more requests in flight than its limit (ApiKey.max_concurrent_requests,

@@ -9,12 +9,13 @@ from webapp.core.navigation import SECTIONS
 from webapp.core.views import section_pending
 from webapp.datasets.urls import api_urlpatterns as datasets_api
 from webapp.deployments.urls import api_urlpatterns as deployments_api
+from webapp.evaluations.urls import api_urlpatterns as evaluations_api
 from webapp.jobs.urls import api_urlpatterns as jobs_api
 from webapp.registry.urls import api_urlpatterns as registry_api
 
 admin.site.site_header = "Domain LLM Workbench admin"
 
-api_urlpatterns = [*registry_api, *datasets_api, *deployments_api, *jobs_api, *chat_api]
+api_urlpatterns = [*registry_api, *datasets_api, *deployments_api, *jobs_api, *chat_api, *evaluations_api]
 
 urlpatterns = [
     path("", include("webapp.core.urls")),
