@@ -26,6 +26,7 @@ urlpatterns = [
     path("deployments/", include("webapp.deployments.urls")),
     path("jobs/", include("webapp.jobs.page_urls")),
     path("chat/", include("webapp.chat.urls")),
+    path("evaluations/", include("webapp.evaluations.page_urls")),
     path("v1/", include("webapp.api.urls")),
     path("api/", include(api_urlpatterns)),
     path("admin/", admin.site.urls),

@@ -21,6 +21,6 @@ SECTIONS: tuple[Section, ...] = (
     Section("jobs", "Jobs", "jobs:index", "Launch, watch, cancel and resume training stages (PT, SFT, RM, PPO, DPO).", True),
     Section("deployments", "Deployments", "deployments:index", "Serve models through Triton, vLLM, an OpenAI-compatible server or locally.", True),
     Section("chat", "Chat", "chat:index", "Talk to a deployment, compare two in the arena, collect preferences.", True),
-    Section("evaluations", "Evaluations", "evaluations:index", "GPT-4-as-judge pairwise comparisons and report pages.", False),
+    Section("evaluations", "Evaluations", "evaluations:index", "GPT-4-as-judge pairwise comparisons and report pages.", True),
     Section("keys", "API keys", "accounts:key-list", "Keys for the REST API and the OpenAI-compatible /v1 endpoints.", True),
 )
