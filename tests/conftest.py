@@ -15,12 +15,16 @@ from webapp.core.heartbeat import KEY_PREFIX
 from webapp.lib.redis import get_redis
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _forget_stale_heartbeats() -> None:
-    """A worker killed in an earlier run leaves a heartbeat for up to its TTL."""
+def forget_heartbeats() -> None:
+    """A killed worker leaves a heartbeat for up to its TTL (15 s)."""
     client = get_redis()
     for key in client.scan_iter(match=f"{KEY_PREFIX}*"):
         client.delete(key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_stale_heartbeats() -> None:
+    forget_heartbeats()  # from an earlier run
 
 
 @pytest.fixture
