@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import quote
 
 from django.conf import settings
@@ -126,3 +126,24 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def ready_dataset(owner: Any, *, kind: str, rows: list[dict[str, Any]], name: str) -> Any:
+    """A dataset uploaded as JSONL rows and processed to `ready` (jobs and
+    evaluations tests)."""
+    import json
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.services import dataset_create_from_upload, dataset_process
+
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    dataset = dataset_create_from_upload(owner=owner, name=name, kind=kind, upload=SimpleUploadedFile(f"{name}.jsonl", data))
+    # In transactional tests a running worker may take the processing task
+    # first; then wait for it.
+    if dataset_process(dataset_id=dataset.pk) is None:
+        wait_until(lambda: Dataset.objects.get(pk=dataset.pk).is_terminal, timeout_s=60, what="dataset processing")
+    dataset.refresh_from_db()
+    assert dataset.status == "ready", dataset.error
+    return dataset

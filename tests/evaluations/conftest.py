@@ -18,9 +18,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.evaluations.scripted_judge import Reply, Script
-from tests.support import wait_until
+from tests.support import ready_dataset
 from webapp.datasets.models import Dataset
-from webapp.datasets.services import dataset_create_from_upload, dataset_process
 from webapp.deployments.models import Deployment
 from webapp.evaluations.services import EvaluationSpec
 
@@ -165,15 +164,7 @@ def roots(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Roots:
 @pytest.fixture
 def make_eval_dataset(roots: Roots) -> Callable[..., Dataset]:
     def make(owner, rows: list[dict[str, Any]] | None = None, *, name: str = "evalset", kind: str = "eval") -> Dataset:
-        rows = eval_rows() if rows is None else rows
-        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-        dataset = dataset_create_from_upload(owner=owner, name=name, kind=kind, upload=SimpleUploadedFile(f"{name}.jsonl", data))
-        # In transactional tests a running worker may take the processing task first.
-        if dataset_process(dataset_id=dataset.pk) is None:
-            wait_until(lambda: Dataset.objects.get(pk=dataset.pk).is_terminal, timeout_s=60, what="dataset processing")
-        dataset.refresh_from_db()
-        assert dataset.status == "ready", dataset.error
-        return dataset
+        return ready_dataset(owner, kind=kind, rows=eval_rows() if rows is None else rows, name=name)
 
     return make
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from collections.abc import Callable
@@ -9,11 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.support import wait_until
+from tests.support import ready_dataset
 from webapp.datasets.models import Dataset
-from webapp.datasets.services import dataset_create_from_upload, dataset_process
 from webapp.registry.models import ModelArtifact
 from webapp.registry.services import artifact_register
 
@@ -75,17 +72,7 @@ def make_base(roots: Roots, tiny_bloom: Path) -> Callable[..., ModelArtifact]:
 def make_dataset(roots: Roots) -> Callable[..., Dataset]:
     def make(owner, kind: str = "instruction", rows: list[dict[str, Any]] | None = None, name: str = "data") -> Dataset:
         rows = rows if rows is not None else (sft_rows() if kind == "instruction" else corpus_rows())
-        data = ("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n").encode()
-        dataset = dataset_create_from_upload(
-            owner=owner, name=name, kind=kind, upload=SimpleUploadedFile(f"{name}.jsonl", data)
-        )
-        # In transactional tests a running worker may take the processing
-        # task first; then wait for it.
-        if dataset_process(dataset_id=dataset.pk) is None:
-            wait_until(lambda: Dataset.objects.get(pk=dataset.pk).is_terminal, timeout_s=60, what="dataset processing")
-        dataset.refresh_from_db()
-        assert dataset.status == "ready", dataset.error
-        return dataset
+        return ready_dataset(owner, kind=kind, rows=rows, name=name)
 
     return make
 
