@@ -119,7 +119,7 @@ def test_report_has_exactly_the_issues_shape(alice, finished) -> None:
     assert set(data) == {"categories", "micro", "macro", "n", "win", "tie", "loss", "unparsed", "inconsistent"}
     assert all(set(c) == {"n", "a_mean", "b_mean", "win", "tie", "loss", "inconsistent"} for c in data["categories"].values())
     assert set(data["micro"]) == set(data["macro"]) == {"a", "b"}
-    assert_report(data, EXPECTED_SCORE_REPORT)
+    assert_report(data, EXPECTED_SCORE_REPORT, ordered=True)
 
 
 def test_a_queued_evaluations_report_is_all_unparsed(alice, evalset) -> None:
@@ -156,7 +156,7 @@ def test_exports(alice, finished) -> None:
     data = json.loads(client.get(f"/api/evaluations/{finished.pk}/export.json").content)
     assert data["evaluation"]["judge_model"] == "scripted-judge" and "judge_api_key" not in data["evaluation"]
     assert len(data["questions"]) == 10 and data["templates"] == finished.templates
-    assert_report(data["report"], EXPECTED_SCORE_REPORT)
+    assert_report(data["report"], EXPECTED_SCORE_REPORT, ordered=True)
 
 
 def test_the_key_appears_in_no_response(alice, finished) -> None:

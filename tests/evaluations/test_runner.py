@@ -32,7 +32,7 @@ def test_score_mode_report_and_position_swap(alice, evalset) -> None:
     assert done.status == "succeeded", done.error
     assert (done.attempt, done.phase, done.error, done.judgments_done, done.judge_failures) == (1, "", "", 20, 0)
     assert_report(done.report, EXPECTED_SCORE_REPORT)
-    assert_report(evaluation_report(evaluation=done), EXPECTED_SCORE_REPORT)
+    assert_report(evaluation_report(evaluation=done), EXPECTED_SCORE_REPORT, ordered=True)
     # Each question judged once per order, sent with the key.
     assert sorted(read_prompt(r.prompt) for r in judge.requests) == sorted(
         (qid, order) for qid, _ in QUESTIONS for order in ("ab", "ba"))

@@ -72,7 +72,7 @@ def test_created_over_http_judged_in_the_worker_and_the_key_is_in_no_response_or
                 responses.append(client.get(url))
                 assert responses[-1].status_code == 200, url
     responses.append(created)
-    assert_report(responses[2].json(), EXPECTED_SCORE_REPORT)
+    assert_report(responses[2].json(), EXPECTED_SCORE_REPORT, ordered=True)
     assert judge.calls == 21 and {r.authorization for r in judge.requests} == {f"Bearer {JUDGE_KEY}"}
     for response in responses:
         assert JUDGE_KEY not in response.text

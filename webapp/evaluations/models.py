@@ -85,6 +85,9 @@ class Evaluation(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     error = models.TextField(blank=True)
+    # Kept for lists and the leaderboard; pages and the API compute the report
+    # from the rows (selectors.evaluation_report), in category order: a JSON
+    # column keeps no key order on PostgreSQL (jsonb sorts keys).
     report = models.JSONField(default=dict, blank=True, help_text="GET /api/evaluations/{id}/report, kept when done")
 
     created_at = models.DateTimeField(auto_now_add=True)
