@@ -321,3 +321,22 @@ async def test_a_turn_whose_conversation_changed_since_the_preview_is_refused_an
     frames = await socket.request({"type": "send", "request": "r2", "conversation": None, "model": "tiny",
                                    "content": PROMPT, "params": {"decoder": "greedy", "max_tokens": 4}})
     assert split_turn(frames)[3]["status"] == "complete"
+
+
+async def test_sockets_that_start_chats_at_once_look_their_model_up_once(connect, tiny_bloom: Path, monkeypatch) -> None:
+    alice, cookie = await make_user("alice")
+    await sync_to_async(local_deployment)(alice, "tiny", tiny_bloom)
+    calls = []
+    real_resolve = services.resolve_model
+
+    def counted(**fields):
+        calls.append(fields["name"])
+        return real_resolve(**fields)
+
+    monkeypatch.setattr(services, "resolve_model", counted)
+    sockets = [await connect(cookie) for _ in range(6)]
+    frame = {"type": "send", "conversation": None, "model": "tiny", "content": PROMPT, "params": {"max_tokens": 2}}
+    results = await asyncio.gather(*(socket.request({**frame, "request": f"r{n}"}) for n, socket in enumerate(sockets)))
+    assert all(split_turn(frames)[3]["status"] == "complete" for frames in results)
+    # The previews share one lookup; each turn's write checks the model itself.
+    assert calls.count("tiny") == 1 + len(sockets)

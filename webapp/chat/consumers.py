@@ -56,6 +56,9 @@ def in_db_pool(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
 # a turn that starts a conversation is then previewed without a query. A
 # model removed meanwhile is still refused, by the turn's write.
 _models: TtlCache[Deployment] = TtlCache()
+# Lookups in flight: 200 sockets that miss the cache at once wait for one
+# query instead of sending 200 (each a new connection on PostgreSQL).
+_lookups: dict[tuple[Any, str], asyncio.Future[Deployment]] = {}
 
 
 def _write_batch(calls: list[tuple[Callable[..., Any], dict[str, Any]]]) -> list[Any]:
@@ -349,9 +352,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return None
         key = (self.user.pk, name)
         deployment = _models.get(key)
-        if deployment is None:
-            deployment = await in_db_pool(services.resolve_model)(user=self.user, name=name)
-            _models.put(key, deployment)
+        if deployment is not None:
+            return deployment
+        lookup = _lookups.get(key)
+        if lookup is None or lookup.get_loop() is not asyncio.get_running_loop():
+            lookup = _lookups[key] = asyncio.ensure_future(in_db_pool(services.resolve_model)(user=self.user, name=name))
+            lookup.add_done_callback(lambda done: _lookups.pop(key) if _lookups.get(key) is done else None)
+        # Shielded: a socket that goes away does not cancel the others' lookup.
+        deployment = await asyncio.shield(lookup)
+        _models.put(key, deployment)
         return deployment
 
     async def arena(self, generation: Generation, content: dict[str, Any]) -> None:
