@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import DatabaseSyncToAsync
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import transaction
@@ -41,14 +41,18 @@ TURNS: dict[str, Callable[..., services.Turn]] = {
 }
 
 
-# The consumer's ORM calls run in a pool of their own rather than in
-# asgiref's single thread-sensitive thread: there, 200 sockets starting a
-# turn at once queued behind each other (~8 ms each on SQLite, ~22 ms on
-# PostgreSQL) before any backend was asked.
+# The consumer's reads (turn previews, model lookups) run in a pool of their
+# own rather than in asgiref's single thread-sensitive thread: there, 200
+# sockets starting a turn at once queued behind each other before any
+# backend was asked. Writes stay in that one thread (`TurnWriter` batches
+# them): on SQLite, two transactions of one process that read and then write
+# would otherwise deadlock ("database is locked"), and tests that hold a
+# transaction open would block every writer.
 _DB_POOL = ThreadPoolExecutor(max_workers=settings.CHAT_DB_THREADS, thread_name_prefix="chat-db")
 
 
 def in_db_pool(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """For reads only (see above)."""
     return DatabaseSyncToAsync(function, thread_sensitive=False, executor=_DB_POOL)
 
 
@@ -75,11 +79,11 @@ def _write_batch(calls: list[tuple[Callable[..., Any], dict[str, Any]]]) -> list
 
 
 class TurnWriter:
-    """Group commit for the socket's writes (turns and answers): what
-    arrives while a batch is being stored goes in the next batch, in one
-    transaction. 200 sockets starting at once each waited for their own
-    transaction before (on SQLite, writers queue on one lock; ~2 s for the
-    last of 200); a batch stores them in tens of ms."""
+    """Group commit for the socket's writes (turns, answers, arena battles):
+    what arrives while a batch is being stored goes in the next batch, in
+    one transaction, one batch at a time. 200 sockets starting at once each
+    waited for a transaction of their own before (~2 s for the last of 200
+    on SQLite); a batch stores them in tens of ms."""
 
     def __init__(self) -> None:
         self.pending: list[tuple[Callable[..., Any], dict[str, Any], asyncio.Future[Any]]] = []
@@ -98,7 +102,7 @@ class TurnWriter:
             while self.pending:
                 batch, self.pending = self.pending, []
                 try:
-                    results = await in_db_pool(_write_batch)([(function, fields) for function, fields, _ in batch])
+                    results = await database_sync_to_async(_write_batch)([(function, fields) for function, fields, _ in batch])
                 except Exception as error:  # noqa: BLE001 - the database itself failed: every caller hears it
                     results = [error] * len(batch)
                 for (_, _, future), result in zip(batch, results):
@@ -189,7 +193,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """As channels' dispatch, less its close_old_connections before every
         frame: that call runs in asgiref's single thread-sensitive thread,
         where 200 sockets' frames queued behind each other. This consumer's
-        ORM calls run in its own pool, which closes its connections itself."""
+        ORM calls all go through channels' DatabaseSyncToAsync, which closes
+        stale connections around each call."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -364,8 +369,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         return deployment
 
     async def arena(self, generation: Generation, content: dict[str, Any]) -> None:
-        plan = await in_db_pool(services.arena_start)(
-            owner=self.user, prompt=content.get("prompt"), models=content.get("models"),
+        plan = await turn_writer().write(
+            services.arena_start, owner=self.user, prompt=content.get("prompt"), models=content.get("models"),
             params=content.get("params"), system_prompt=content.get("system"),
         )
         battle, request = plan.battle, generation.request
@@ -382,7 +387,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
             run = generation.add(AnswerRun(backend_for(plan_side.deployment), plan_side.request, delta))
             outcome = await run.run()
-            await in_db_pool(services.arena_side_store)(battle_id=battle.pk, side=name, outcome=outcome)
+            await turn_writer().write(services.arena_side_store, battle_id=battle.pk, side=name, outcome=outcome)
             html = await _html(outcome.text)
             if outcome.error is not None:
                 await self.error(request, outcome.error.message, param=outcome.error.param, code=outcome.error.code,

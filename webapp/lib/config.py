@@ -57,12 +57,8 @@ class Config:
     field_encryption_keys: tuple[str, ...] = ()
 
 
-# SQLite: writers wait (up to 20 s) for the write lock instead of failing.
-# IMMEDIATE takes the lock when a transaction begins: with the default
-# DEFERRED, two transactions that read and then write deadlock and one fails
-# at once with "database is locked" (the chat socket writes from a pool of
-# threads).
-SQLITE_OPTIONS: dict[str, Any] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+# SQLite: writers wait up to 20 s for the write lock.
+SQLITE_OPTIONS: dict[str, Any] = {"timeout": 20}
 
 
 def parse_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
