@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,25 @@ def artifacts_root(settings, tmp_path: Path) -> Iterator[Path]:
     root.mkdir()
     settings.ARTIFACTS_ROOT = root
     yield root
+
+
+@dataclass
+class Roots:
+    media: Path
+    artifacts: Path
+
+
+@pytest.fixture
+def roots(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Roots:
+    """MEDIA_ROOT and ARTIFACTS_ROOT under tmp_path, for this process and the
+    worker and server processes it starts (they inherit the environment)."""
+    result = Roots(media=tmp_path / "media", artifacts=tmp_path / "artifacts")
+    for path in (result.media, result.artifacts):
+        path.mkdir()
+    settings.MEDIA_ROOT, settings.ARTIFACTS_ROOT = result.media, result.artifacts
+    monkeypatch.setenv("MEDIA_ROOT", str(result.media))
+    monkeypatch.setenv("ARTIFACTS_ROOT", str(result.artifacts))
+    return result
 
 
 # Tiny models (BPE tokenizer + 2-layer model from config), built once per session.

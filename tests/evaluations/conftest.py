@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from tests.conftest import Roots
 from tests.evaluations.scripted_judge import Reply, Script
 from tests.support import ready_dataset
 from webapp.datasets.models import Dataset
@@ -144,25 +144,6 @@ def assert_report(actual: dict[str, Any], expected: dict[str, Any], *, ordered: 
             assert a == b, f"{where}: {a!r} != {b!r}"
 
     close(actual, expected, "report")
-
-
-@dataclass
-class Roots:
-    media: Path
-    artifacts: Path
-
-
-@pytest.fixture
-def roots(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Roots:
-    """MEDIA_ROOT and ARTIFACTS_ROOT under tmp_path, for this process and the
-    worker and server processes it starts (they inherit the environment)."""
-    result = Roots(media=tmp_path / "media", artifacts=tmp_path / "artifacts")
-    for path in (result.media, result.artifacts):
-        path.mkdir()
-    settings.MEDIA_ROOT, settings.ARTIFACTS_ROOT = result.media, result.artifacts
-    monkeypatch.setenv("MEDIA_ROOT", str(result.media))
-    monkeypatch.setenv("ARTIFACTS_ROOT", str(result.artifacts))
-    return result
 
 
 @pytest.fixture

@@ -3,12 +3,12 @@ from __future__ import annotations
 import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Roots
 from tests.support import ready_dataset
 from webapp.datasets.models import Dataset
 from webapp.registry.models import ModelArtifact
@@ -37,25 +37,6 @@ def sft_rows(count: int = 48) -> list[dict[str, Any]]:
 
 def corpus_rows(count: int = 24) -> list[dict[str, Any]]:
     return [{"text": f"品类结构:家用电器,{ITEMS[i % len(ITEMS)]}。售后服务:七天无理由退换。"} for i in range(count)]
-
-
-@dataclass
-class Roots:
-    media: Path
-    artifacts: Path
-
-
-@pytest.fixture
-def roots(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Roots:
-    """MEDIA_ROOT and ARTIFACTS_ROOT under tmp_path, for this process and for
-    the worker processes it starts (they inherit the environment)."""
-    result = Roots(media=tmp_path / "media", artifacts=tmp_path / "artifacts")
-    for path in (result.media, result.artifacts):
-        path.mkdir()
-    settings.MEDIA_ROOT, settings.ARTIFACTS_ROOT = result.media, result.artifacts
-    monkeypatch.setenv("MEDIA_ROOT", str(result.media))
-    monkeypatch.setenv("ARTIFACTS_ROOT", str(result.artifacts))
-    return result
 
 
 @pytest.fixture
